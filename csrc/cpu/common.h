@@ -1,0 +1,121 @@
+// Helpers shared by the CPU recurrence loops: output allocation (optionally
+// poisoned with NaN so an unwritten element fails a test), argument checks
+// with messages that name the shapes, and the variable-length row mask.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+#include <limits>
+#include <optional>
+#include <string>
+
+namespace rnnkernels {
+
+// Process-wide switch, set from Python through rnnkernels._C. When on, every
+// output the ops allocate is filled with NaN before the loop writes it.
+bool poison_outputs_enabled();
+void set_poison_outputs(bool enabled);
+
+inline at::Tensor new_output(at::IntArrayRef sizes,
+                             const at::TensorOptions& options) {
+  at::Tensor out = at::empty(sizes, options);
+  if (poison_outputs_enabled() && out.is_floating_point()) {
+    out.fill_(std::numeric_limits<double>::quiet_NaN());
+  }
+  return out;
+}
+
+inline std::string shape_of(const at::Tensor& t) {
+  return c10::str(t.sizes());
+}
+
+// Checks that `t` is a floating tensor of `sizes` on the CPU, in `dtype`.
+inline void check_operand(const at::Tensor& t, const char* name,
+                          at::IntArrayRef sizes, at::ScalarType dtype) {
+  TORCH_CHECK(t.device().is_cpu(), "rnnkernels cpu backend: ", name,
+              " must be a CPU tensor, got one on ", t.device());
+  TORCH_CHECK(t.scalar_type() == dtype, "rnnkernels cpu backend: ", name,
+              " has dtype ", t.scalar_type(), " but xg has dtype ", dtype);
+  TORCH_CHECK(t.sizes() == sizes, "rnnkernels cpu backend: ", name,
+              " has shape ", shape_of(t), ", expected ", sizes);
+}
+
+// The op contract's common shape: xg [T, B, G*H], W_hh [G*H, H_out].
+struct RecurrenceShape {
+  int64_t steps;       // T
+  int64_t batch;       // B
+  int64_t hidden;      // H (units per gate)
+  int64_t hidden_out;  // H_out: H, or the projection size P for LSTM
+  int64_t gates;       // G
+};
+
+inline RecurrenceShape check_recurrence(const char* cell, const at::Tensor& xg,
+                                        const at::Tensor& w_hh, int64_t gates) {
+  TORCH_CHECK(xg.device().is_cpu(),
+              "rnnkernels cpu backend runs on CPU tensors, got xg on ",
+              xg.device());
+  TORCH_CHECK(xg.scalar_type() == at::kFloat || xg.scalar_type() == at::kDouble,
+              "rnnkernels cpu backend supports float32 and float64, got ",
+              xg.scalar_type());
+  TORCH_CHECK(xg.dim() == 3, cell, ": xg must be [T, B, ", gates,
+              "*H], got shape ", shape_of(xg));
+  TORCH_CHECK(xg.size(0) > 0, "Expected sequence length to be larger than 0 in RNN");
+  TORCH_CHECK(xg.size(2) % gates == 0, cell, ": xg's last dimension ", xg.size(2),
+              " is not a multiple of the ", gates, " gates");
+  TORCH_CHECK(w_hh.dim() == 2, cell, ": w_hh must be 2-D, got shape ",
+              shape_of(w_hh));
+  RecurrenceShape s{xg.size(0), xg.size(1), xg.size(2) / gates, w_hh.size(1),
+                    gates};
+  check_operand(w_hh, "w_hh", {gates * s.hidden, s.hidden_out}, xg.scalar_type());
+  return s;
+}
+
+// Variable lengths: row b takes part in step t while t < lengths[b]. Rows
+// that have ended keep their state, write zeros to y and pass gradients of
+// their state through unchanged.
+class RowMask {
+ public:
+  RowMask(const std::optional<at::Tensor>& lengths, const RecurrenceShape& s) {
+    if (!lengths.has_value()) {
+      return;
+    }
+    const at::Tensor& l = *lengths;
+    TORCH_CHECK(l.device().is_cpu() && l.scalar_type() == at::kLong &&
+                    l.dim() == 1 && l.size(0) == s.batch,
+                "rnnkernels cpu backend: lengths must be an int64 CPU tensor "
+                "of shape [",
+                s.batch, "], got ", l.scalar_type(), " of shape ", shape_of(l),
+                " on ", l.device());
+    lengths_ = l.contiguous();
+    data_ = lengths_.data_ptr<int64_t>();
+    for (int64_t b = 0; b < s.batch; ++b) {
+      TORCH_CHECK(data_[b] >= 0 && data_[b] <= s.steps, "rnnkernels cpu backend: "
+                  "lengths[", b, "] = ", data_[b], " is outside [0, ", s.steps, "]");
+    }
+  }
+
+  bool active(int64_t b, int64_t t) const {
+    return data_ == nullptr || t < data_[b];
+  }
+
+ private:
+  at::Tensor lengths_;  // keeps data_ alive
+  const int64_t* data_ = nullptr;
+};
+
+// Truncated BPTT: the carry into step t-1 is cut at t = k, 2k, ...
+inline bool cuts_carry(int64_t tbptt, int64_t t) {
+  return tbptt > 0 && t > 0 && t % tbptt == 0;
+}
+
+// h_{t-1} for every step: [h0, y_0, ..., y_{T-2}], as [T*B, H_out]. For a row
+// active at t, y_{t-1} is its real state; rows inactive at t have dG = 0, so
+// their entry never reaches dW_hh.
+inline at::Tensor previous_hidden(const at::Tensor& h0, const at::Tensor& y) {
+  const int64_t steps = y.size(0);
+  at::Tensor prev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, steps - 1)}, 0);
+  return prev.view({-1, y.size(2)});
+}
+
+}  // namespace rnnkernels

@@ -1,0 +1,112 @@
+"""The cpu backend: launchers for the C++ ops in csrc/ (rnnkernels._C).
+
+The ops are registered with torch.library (csrc/ops.cpp); this file adds
+their fake implementations, so torch.compile can trace them, and maps the op
+contract onto them. float32 and float64 on CPU tensors.
+"""
+
+import functools
+
+import torch
+
+from .contract import RecurrenceGrads
+
+_DTYPES = (torch.float32, torch.float64)
+
+
+@functools.cache
+def load_extension():
+    """(module, None) once rnnkernels._C is loaded, or (None, why it is not)."""
+    try:
+        from . import _C
+    except ImportError as error:
+        return None, (
+            f"the C++ extension rnnkernels._C is not built ({error}); install from a source "
+            "checkout with a C++ compiler: pip install --no-build-isolation -e ."
+        )
+    _register_fakes()
+    return _C, None
+
+
+class CpuBackend:
+    name = "cpu"
+
+    def unavailable_reason(self):
+        return load_extension()[1]
+
+    def unsupported_reason(self, device, dtype):
+        if device.type != "cpu":
+            return f"it runs on CPU tensors, got tensors on {device}"
+        if dtype not in _DTYPES:
+            return f"it supports torch.float32 and torch.float64, got {dtype}"
+        return None
+
+    def forward(self, cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, needs_backward):
+        ops = torch.ops.rnnkernels
+        if cell == "lstm":
+            y, h_n, c_n, gates, cells = ops.lstm_forward(
+                xg, w_hh, h0, c0, w_hr, lengths, needs_backward)
+            return y, h_n, c_n, (w_hh, h0, c0, w_hr, lengths, y, gates, cells)
+        if cell == "gru":
+            y, h_n, gates, hn = ops.gru_forward(xg, w_hh, h0, b_hn, lengths, needs_backward)
+            return y, h_n, None, (w_hh, h0, b_hn, lengths, y, gates, hn)
+        y, h_n = ops.rnn_forward(xg, w_hh, h0, lengths, cell == "rnn_relu")
+        return y, h_n, None, (w_hh, h0, lengths, y)
+
+    def backward(self, cell, tbptt, saved, dy, dh_n, dc_n):
+        ops = torch.ops.rnnkernels
+        cut = tbptt or 0
+        if cell == "lstm":
+            w_hh, h0, c0, w_hr, lengths, y, gates, cells = saved
+            dxg, dw_hh, dh0, dc0, dw_hr = ops.lstm_backward(
+                dy, dh_n, dc_n, w_hh, h0, c0, w_hr, lengths, y, gates, cells, cut)
+            return RecurrenceGrads(dxg, dw_hh, dh0, dc0, None, dw_hr if w_hr is not None else None)
+        if cell == "gru":
+            w_hh, h0, b_hn, lengths, y, gates, hn = saved
+            dxg, dw_hh, dh0, db_hn = ops.gru_backward(
+                dy, dh_n, w_hh, h0, lengths, y, gates, hn, b_hn is not None, cut)
+            return RecurrenceGrads(dxg, dw_hh, dh0, None, db_hn if b_hn is not None else None, None)
+        w_hh, h0, lengths, y = saved
+        dxg, dw_hh, dh0 = ops.rnn_backward(dy, dh_n, w_hh, h0, lengths, y, cell == "rnn_relu", cut)
+        return RecurrenceGrads(dxg, dw_hh, dh0, None, None, None)
+
+
+def _register_fakes():
+    """Shape functions of the C++ ops (see csrc/ops.cpp for the schemas)."""
+    register = torch.library.register_fake
+    empty = torch.Tensor.new_empty
+
+    @register("rnnkernels::lstm_forward")
+    def _lstm_forward(xg, w_hh, h0, c0, w_hr, lengths, training):
+        steps, batch, gates = xg.shape
+        hidden, hidden_out = gates // 4, w_hh.shape[1]
+        saved = steps if training else 1
+        return (empty(xg, (steps, batch, hidden_out)), empty(xg, (batch, hidden_out)),
+                empty(xg, (batch, hidden)), empty(xg, (saved, batch, gates)),
+                empty(xg, (saved, batch, hidden)))
+
+    @register("rnnkernels::lstm_backward")
+    def _lstm_backward(dy, dh_n, dc_n, w_hh, h0, c0, w_hr, lengths, y, gates, cells, tbptt):
+        dw_hr = empty(dy, w_hr.shape) if w_hr is not None else empty(dy, (0,))
+        return (empty(dy, gates.shape), empty(dy, w_hh.shape), empty(dy, h0.shape),
+                empty(dy, c0.shape), dw_hr)
+
+    @register("rnnkernels::gru_forward")
+    def _gru_forward(xg, w_hh, h0, b_hn, lengths, training):
+        steps, batch, gates = xg.shape
+        saved = steps if training else 1
+        return (empty(xg, (steps, batch, gates // 3)), empty(xg, h0.shape),
+                empty(xg, (saved, batch, gates)), empty(xg, (saved, batch, gates // 3)))
+
+    @register("rnnkernels::gru_backward")
+    def _gru_backward(dy, dh_n, w_hh, h0, lengths, y, gates, hn, has_b_hn, tbptt):
+        db_hn = empty(dy, (h0.shape[1],)) if has_b_hn else empty(dy, (0,))
+        return empty(dy, gates.shape), empty(dy, w_hh.shape), empty(dy, h0.shape), db_hn
+
+    @register("rnnkernels::rnn_forward")
+    def _rnn_forward(xg, w_hh, h0, lengths, relu):
+        return empty(xg, xg.shape), empty(xg, h0.shape)
+
+    @register("rnnkernels::rnn_backward")
+    def _rnn_backward(dy, dh_n, w_hh, h0, lengths, y, relu, tbptt):
+        return empty(dy, dy.shape), empty(dy, w_hh.shape), empty(dy, h0.shape)

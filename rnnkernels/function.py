@@ -1,0 +1,40 @@
+"""The autograd Function over the op contract, and its functional entry point.
+
+Every backend runs through RecurrenceFunction: forward saves what the
+backend asks for, backward hands it back with the upstream gradients.
+"""
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .backends import select_backend
+
+
+class RecurrenceFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, backend, cell, tbptt, xg, w_hh, h0, c0, b_hn, w_hr, lengths):
+        needs_backward = any(ctx.needs_input_grad[3:9])
+        y, h_n, c_n, saved = backend.forward(
+            cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, needs_backward)
+        ctx.backend, ctx.cell, ctx.tbptt = backend, cell, tbptt
+        if needs_backward:
+            ctx.save_for_backward(*saved)
+        return y, h_n, c_n
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, dh_n, dc_n):
+        grads = ctx.backend.backward(ctx.cell, ctx.tbptt, ctx.saved_tensors, dy, dh_n, dc_n)
+        return (None, None, None, *grads, None)
+
+
+def recurrence(cell, xg, w_hh, h0, c0=None, *, b_hn=None, w_hr=None, lengths=None,
+               tbptt=None, backend="auto"):
+    """One layer, one direction of the op contract (rnnkernels.contract), differentiable.
+
+    Returns (y, h_n, c_n); c_n is None unless cell == "lstm". `backend` is a
+    name ('auto', 'reference', 'cpu', ...) or a backend object.
+    """
+    if isinstance(backend, str):
+        backend = select_backend(backend, xg.device, xg.dtype)
+    return RecurrenceFunction.apply(backend, cell, tbptt, xg, w_hh, h0, c0, b_hn, w_hr, lengths)

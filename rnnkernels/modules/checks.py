@@ -1,0 +1,66 @@
+"""Input checks that torch.nn runs in C++ (aten/src/ATen/native/RNN.cpp), so
+the modules raise the same exception types and messages as their torch.nn
+twins. The checks torch.nn runs in Python are inherited, not repeated here.
+"""
+
+import torch
+
+# How c10 prints a ScalarType in its messages.
+_SCALAR_TYPE_NAMES = {
+    torch.float16: "Half",
+    torch.bfloat16: "BFloat16",
+    torch.float32: "Float",
+    torch.float64: "Double",
+    torch.int64: "Long",
+    torch.int32: "Int",
+}
+
+
+def scalar_type_name(dtype):
+    return _SCALAR_TYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def check_sequence_length(steps):
+    if steps == 0:
+        raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+
+
+def check_attributes(input, hiddens, params):
+    """torch's check_attributes: hidden states and parameters on the input's device,
+    hidden states in its dtype. (torch.nn's CPU kernels fail later with messages
+    about their internals; this is the message of its cuDNN path.) The
+    parameters' dtype is checked by RNNBase.check_input."""
+    for name, tensors in (("hidden", hiddens), ("parameter", params)):
+        for t in tensors:
+            if t.device != input.device:
+                raise RuntimeError(
+                    f"Input and {name} tensors are not at the same device, found input tensor "
+                    f"at {input.device} and {name} tensor at {t.device}")
+            if name == "hidden" and t.dtype != input.dtype:
+                raise RuntimeError(
+                    f"Input and {name} tensors are not the same dtype, found input tensor with "
+                    f"{scalar_type_name(input.dtype)} and {name} tensor with "
+                    f"{scalar_type_name(t.dtype)}")
+
+
+def check_cell_input(input, input_size):
+    if input.size(1) != input_size:
+        raise RuntimeError(
+            f"input has inconsistent input_size: got {input.size(1)} expected {input_size}")
+
+
+def check_cell_hidden(input, hx, hidden_size, label):
+    if input.size(0) != hx.size(0):
+        raise RuntimeError(
+            f"Input batch size {input.size(0)} doesn't match hidden{label} batch size {hx.size(0)}")
+    if hx.size(1) != hidden_size:
+        raise RuntimeError(
+            f"hidden{label} has inconsistent hidden_size: got {hx.size(1)}, expected {hidden_size}")
+
+
+def check_matmul_dtype(t, weight):
+    """The cells multiply input and hx by their weights; torch.nn's message is the matmul's."""
+    if t.dtype != weight.dtype:
+        raise RuntimeError(
+            f"mat1 and mat2 must have the same dtype, but got {scalar_type_name(t.dtype)} "
+            f"and {scalar_type_name(weight.dtype)}")

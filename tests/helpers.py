@@ -1,0 +1,104 @@
+"""Builders shared by the tests: torch.nn / rnnkernels twins with the same
+weights, inputs in every form a module accepts, and one forward + backward
+that collects every output and gradient by name."""
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_sequence
+
+import rnnkernels
+
+# kind -> (torch.nn class, rnnkernels class, constructor extras)
+MODULE_KINDS = {
+    "lstm": (nn.LSTM, rnnkernels.LSTM, {}),
+    "lstm_proj": (nn.LSTM, rnnkernels.LSTM, {"proj_size": 3}),
+    "gru": (nn.GRU, rnnkernels.GRU, {}),
+    "rnn_tanh": (nn.RNN, rnnkernels.RNN, {"nonlinearity": "tanh"}),
+    "rnn_relu": (nn.RNN, rnnkernels.RNN, {"nonlinearity": "relu"}),
+}
+
+CELL_KINDS = {
+    "lstm": (nn.LSTMCell, rnnkernels.LSTMCell, {}),
+    "gru": (nn.GRUCell, rnnkernels.GRUCell, {}),
+    "rnn_tanh": (nn.RNNCell, rnnkernels.RNNCell, {"nonlinearity": "tanh"}),
+    "rnn_relu": (nn.RNNCell, rnnkernels.RNNCell, {"nonlinearity": "relu"}),
+}
+
+INPUT_MODES = ("dense", "unbatched", "packed", "packed_unsorted")
+
+
+def make_twins(kind, *args, backend="auto", tbptt=None, dtype=torch.float64, **kwargs):
+    """(torch.nn module, rnnkernels module) with identical weights."""
+    theirs_cls, ours_cls, extra = MODULE_KINDS[kind]
+    kwargs = {**extra, **kwargs, "dtype": dtype}
+    theirs = theirs_cls(*args, **kwargs)
+    ours = ours_cls(*args, **kwargs, backend=backend, tbptt=tbptt)
+    ours.load_state_dict(theirs.state_dict())
+    return theirs, ours
+
+
+def make_cell_twins(kind, *args, backend="auto", dtype=torch.float64, **kwargs):
+    theirs_cls, ours_cls, extra = CELL_KINDS[kind]
+    kwargs = {**extra, **kwargs, "dtype": dtype}
+    theirs = theirs_cls(*args, **kwargs)
+    ours = ours_cls(*args, **kwargs, backend=backend)
+    ours.load_state_dict(theirs.state_dict())
+    return theirs, ours
+
+
+def packed_lengths(steps, batch):
+    """Distinct-ish lengths from `steps` down to 1, longest first."""
+    return [max(1, steps - (i * steps) // batch) for i in range(batch)]
+
+
+def make_input(mode, steps, batch, features, *, batch_first=False, dtype=torch.float64,
+               seed=0, lengths=None):
+    """(module input, leaf tensors whose .grad is the input gradient)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def leaf(*shape):
+        return torch.randn(*shape, generator=g, dtype=dtype).requires_grad_()
+
+    if mode == "dense":
+        x = leaf(batch, steps, features) if batch_first else leaf(steps, batch, features)
+        return x, [x]
+    if mode == "unbatched":
+        x = leaf(steps, features)
+        return x, [x]
+    lengths = lengths or packed_lengths(steps, batch)
+    if mode == "packed_unsorted":  # a row order pack_sequence has to sort
+        lengths = lengths[1:] + lengths[:1]
+    sequences = [leaf(length, features) for length in lengths]
+    return pack_sequence(sequences, enforce_sorted=(mode == "packed")), sequences
+
+
+def make_hx(module, batch, *, dtype=torch.float64, seed=0):
+    """(hx for `module`, its leaves); batch=None gives unbatched (2-D) states."""
+    g = torch.Generator().manual_seed(seed)
+    states = module.num_layers * (2 if module.bidirectional else 1)
+    lead = (states,) if batch is None else (states, batch)
+    h_size = getattr(module, "proj_size", 0) or module.hidden_size
+    h = torch.randn(*lead, h_size, generator=g, dtype=dtype).requires_grad_()
+    if module.mode != "LSTM":
+        return h, [h]
+    c = torch.randn(*lead, module.hidden_size, generator=g, dtype=dtype).requires_grad_()
+    return (h, c), [h, c]
+
+
+def forward_backward(module, inputs, hx=(None, ()), *, seed=0):
+    """Runs module(input, hx), backpropagates random upstream gradients into
+    every output, returns {name: tensor} of outputs and all gradients."""
+    input_obj, input_leaves = inputs
+    hx_obj, hx_leaves = hx
+    output, hidden = module(input_obj, hx_obj)
+    out = output.data if isinstance(output, PackedSequence) else output
+    states = hidden if isinstance(hidden, tuple) else (hidden,)
+    g = torch.Generator().manual_seed(seed)
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (out, *states))
+    loss.backward()
+    results = {"output": out.detach()}
+    results.update({name: s.detach() for name, s in zip(("h_n", "c_n"), states)})
+    results.update({f"grad input[{i}]": leaf.grad for i, leaf in enumerate(input_leaves)})
+    results.update({f"grad hx[{i}]": leaf.grad for i, leaf in enumerate(hx_leaves)})
+    results.update({f"grad {name}": p.grad for name, p in module.named_parameters()})
+    return results
