@@ -4,8 +4,6 @@ Names follow DESIGN.md. A backend is an object implementing the op contract
 (rnnkernels.contract.Backend); everything above the contract is shared.
 """
 
-import functools
-
 from .cpu_backend import CpuBackend
 from .reference import ReferenceBackend
 
@@ -25,9 +23,7 @@ class BackendUnavailableError(RuntimeError):
     """A backend was asked for that cannot run here, or cannot run this input."""
 
 
-@functools.cache
-def _implementations():
-    return {"reference": ReferenceBackend(), "cpu": CpuBackend()}
+_IMPLEMENTATIONS = {"reference": ReferenceBackend(), "cpu": CpuBackend()}
 
 
 def check_backend_name(name):
@@ -41,7 +37,7 @@ def unavailable_reason(name):
     """Why backend `name` cannot run on this machine at all, or None."""
     if name in _NOT_IN_THIS_VERSION:
         return _NOT_IN_THIS_VERSION[name]
-    return _implementations()[name].unavailable_reason()
+    return _IMPLEMENTATIONS[name].unavailable_reason()
 
 
 def available_backends():
@@ -64,13 +60,13 @@ def select_backend(name, device, dtype):
     if name == "auto":
         for candidate in _AUTO_ORDER:
             if unavailable_reason(candidate) is None:
-                backend = _implementations()[candidate]
+                backend = _IMPLEMENTATIONS[candidate]
                 if backend.unsupported_reason(device, dtype) is None:
                     return backend
         raise BackendUnavailableError(
             f"no rnnkernels backend runs {dtype} tensors on {device}: "
-            f"{_implementations()['reference'].unsupported_reason(device, dtype)}")
-    backend = _implementations()[name]
+            f"{_IMPLEMENTATIONS['reference'].unsupported_reason(device, dtype)}")
+    backend = _IMPLEMENTATIONS[name]
     reason = backend.unsupported_reason(device, dtype)
     if reason is not None:
         raise BackendUnavailableError(f"backend '{name}' cannot run this input: {reason}")

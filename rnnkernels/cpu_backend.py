@@ -5,8 +5,6 @@ their fake implementations, so torch.compile can trace them, and maps the op
 contract onto them. float32 and float64 on CPU tensors.
 """
 
-import functools
-
 import torch
 
 from .contract import RecurrenceGrads
@@ -14,18 +12,9 @@ from .contract import RecurrenceGrads
 _DTYPES = (torch.float32, torch.float64)
 
 
-@functools.cache
 def load_extension():
-    """(module, None) once rnnkernels._C is loaded, or (None, why it is not)."""
-    try:
-        from . import _C
-    except ImportError as error:
-        return None, (
-            f"the C++ extension rnnkernels._C is not built ({error}); install from a source "
-            "checkout with a C++ compiler: pip install --no-build-isolation -e ."
-        )
-    _register_fakes()
-    return _C, None
+    """(rnnkernels._C, None) when the extension is loaded, else (None, why not)."""
+    return _EXTENSION, _LOAD_ERROR
 
 
 class CpuBackend:
@@ -110,3 +99,17 @@ def _register_fakes():
     @register("rnnkernels::rnn_backward")
     def _rnn_backward(dy, dh_n, w_hh, h0, lengths, y, relu, tbptt):
         return empty(dy, dy.shape), empty(dy, w_hh.shape), empty(dy, h0.shape)
+
+
+# Loaded at import, not on first use: torch.compile traces select_backend()
+# and must find plain module state there, not a loader to run.
+try:
+    from . import _C as _EXTENSION
+except ImportError as error:
+    _EXTENSION = None
+    _LOAD_ERROR = (
+        f"the C++ extension rnnkernels._C is not built ({error}); install from a source "
+        "checkout with a C++ compiler: pip install --no-build-isolation -e .")
+else:
+    _LOAD_ERROR = None
+    _register_fakes()

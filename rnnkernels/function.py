@@ -5,9 +5,12 @@ backend asks for, backward hands it back with the upstream gradients.
 """
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from .backends import select_backend
+
+DOUBLE_BACKWARD_ERROR = (
+    "rnnkernels: the recurrence's backward is not differentiable; double backward "
+    "(differentiating a gradient taken with create_graph=True) is not supported")
 
 
 class RecurrenceFunction(torch.autograd.Function):
@@ -22,10 +25,26 @@ class RecurrenceFunction(torch.autograd.Function):
         return y, h_n, c_n
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy, dh_n, dc_n):
-        grads = ctx.backend.backward(ctx.cell, ctx.tbptt, ctx.saved_tensors, dy, dh_n, dc_n)
+        with torch.no_grad():
+            grads = ctx.backend.backward(ctx.cell, ctx.tbptt, ctx.saved_tensors, dy, dh_n, dc_n)
+        if torch.is_grad_enabled():  # create_graph=True: these gradients depend on the inputs
+            grads = [None if g is None else _Underivable.apply(g.detach().requires_grad_())
+                     for g in grads]
         return (None, None, None, *grads, None)
+
+
+class _Underivable(torch.autograd.Function):
+    """Identity whose own backward refuses, so a second differentiation fails
+    loudly instead of treating the gradient as a constant."""
+
+    @staticmethod
+    def forward(ctx, grad):
+        return grad.clone()
+
+    @staticmethod
+    def backward(ctx, _):
+        raise RuntimeError(DOUBLE_BACKWARD_ERROR)
 
 
 def recurrence(cell, xg, w_hh, h0, c0=None, *, b_hn=None, w_hr=None, lengths=None,

@@ -90,6 +90,8 @@ def forward_backward(module, inputs, hx=(None, ()), *, seed=0):
     every output, returns {name: tensor} of outputs and all gradients."""
     input_obj, input_leaves = inputs
     hx_obj, hx_leaves = hx
+    for _, p in module.named_parameters():
+        p.grad = None
     output, hidden = module(input_obj, hx_obj)
     out = output.data if isinstance(output, PackedSequence) else output
     states = hidden if isinstance(hidden, tuple) else (hidden,)
@@ -101,4 +103,47 @@ def forward_backward(module, inputs, hx=(None, ()), *, seed=0):
     results.update({f"grad input[{i}]": leaf.grad for i, leaf in enumerate(input_leaves)})
     results.update({f"grad hx[{i}]": leaf.grad for i, leaf in enumerate(hx_leaves)})
     results.update({f"grad {name}": p.grad for name, p in module.named_parameters()})
+    return results
+
+
+OP_CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+
+
+def make_op_inputs(cell, steps, batch, hidden, *, proj=None, lengths=None, b_hn=True,
+                   dtype=torch.float64, seed=0, scale=0.5):
+    """Inputs of one recurrence op call (rnnkernels.contract), as leaves requiring grad."""
+    from rnnkernels.contract import CELL_GATES
+
+    g = torch.Generator().manual_seed(seed)
+    hidden_out = proj or hidden
+
+    def leaf(*shape):
+        return (scale * torch.randn(*shape, generator=g, dtype=dtype)).requires_grad_()
+
+    inputs = {
+        "xg": leaf(steps, batch, CELL_GATES[cell] * hidden),
+        "w_hh": leaf(CELL_GATES[cell] * hidden, hidden_out),
+        "h0": leaf(batch, hidden_out),
+        "c0": leaf(batch, hidden) if cell == "lstm" else None,
+        "b_hn": leaf(hidden) if cell == "gru" and b_hn else None,
+        "w_hr": leaf(proj, hidden) if proj else None,
+    }
+    inputs["lengths"] = None if lengths is None else torch.tensor(lengths, dtype=torch.int64)
+    return inputs
+
+
+def op_forward_backward(cell, inputs, *, backend, tbptt=None, seed=0):
+    """recurrence() on `inputs` plus a backward of random upstream gradients;
+    returns {name: tensor} of outputs and the gradient of every input."""
+    leaves = {k: v for k, v in inputs.items() if k != "lengths"}
+    fresh = {k: None if v is None else v.detach().clone().requires_grad_() for k, v in leaves.items()}
+    y, h_n, c_n = rnnkernels.recurrence(cell, **fresh, lengths=inputs["lengths"],
+                                        tbptt=tbptt, backend=backend)
+    g = torch.Generator().manual_seed(seed)
+    outputs = {"y": y, "h_n": h_n, "c_n": c_n}
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum()
+               for t in outputs.values() if t is not None)
+    loss.backward()
+    results = {k: v.detach() for k, v in outputs.items() if v is not None}
+    results.update({f"grad {k}": v.grad for k, v in fresh.items() if v is not None})
     return results

@@ -45,9 +45,9 @@ class _Cell(BackendOption):
         device_type = input.device.type
         amp_dtype = autocast_dtype(device_type, self.weight_ih.dtype)
         if amp_dtype is None:  # under autocast torch.nn's matmuls cast instead of failing
-            check_matmul_dtype(input, self.weight_ih)
+            check_matmul_dtype(input, self.weight_ih, self.bias_ih)
             for state in states:
-                check_matmul_dtype(state, self.weight_hh)
+                check_matmul_dtype(state, self.weight_hh, self.bias_hh)
         weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
         if amp_dtype is not None:
             input, *states = (t.to(amp_dtype) for t in [input] + states)

@@ -4,6 +4,7 @@ twins. The checks torch.nn runs in Python are inherited, not repeated here.
 """
 
 import torch
+import torch.nn.functional as F
 
 # How c10 prints a ScalarType in its messages.
 _SCALAR_TYPE_NAMES = {
@@ -58,9 +59,11 @@ def check_cell_hidden(input, hx, hidden_size, label):
             f"hidden{label} has inconsistent hidden_size: got {hx.size(1)}, expected {hidden_size}")
 
 
-def check_matmul_dtype(t, weight):
-    """The cells multiply input and hx by their weights; torch.nn's message is the matmul's."""
+def check_matmul_dtype(t, weight, bias):
+    """The cells' dtype check. torch.nn's cells fail inside F.linear(t, weight,
+    bias); the same call on zero rows raises the installed torch's own message."""
     if t.dtype != weight.dtype:
+        F.linear(t[:0], weight, bias)
         raise RuntimeError(
-            f"mat1 and mat2 must have the same dtype, but got {scalar_type_name(t.dtype)} "
-            f"and {scalar_type_name(weight.dtype)}")
+            f"expected {scalar_type_name(t.dtype)} to match the weight's dtype "
+            f"{scalar_type_name(weight.dtype)}")

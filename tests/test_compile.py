@@ -1,0 +1,56 @@
+"""torch.compile over rnnkernels modules. Dynamo treats every nn.RNNBase
+subclass as an RNN: without torch._dynamo.config.allow_rnn it runs the module
+eagerly (a graph break); with it, the cpu backend's ops trace into one graph
+through their fake implementations."""
+
+import pytest
+import torch
+import torch._dynamo
+
+import rnnkernels
+from helpers import forward_backward, make_hx, make_input, make_twins
+from tolerance import assert_all_close
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+class Compiled:
+    """A compiled module that still reports its parameters, for forward_backward."""
+
+    def __init__(self, module, **options):
+        self.module, self.compiled = module, torch.compile(module, backend="aot_eager", **options)
+        for name in ("mode", "num_layers", "bidirectional", "hidden_size", "proj_size"):
+            setattr(self, name, getattr(module, name))
+
+    def named_parameters(self):
+        return self.module.named_parameters()
+
+    def __call__(self, *args):
+        return self.compiled(*args)
+
+
+def _run(module):
+    return forward_backward(module, make_input("dense", 5, 3, 4, seed=1), make_hx(module, 3, seed=2), seed=3)
+
+
+@pytest.mark.parametrize("kind", ["lstm_proj", "gru"])
+def test_fullgraph_compile_matches_eager(kind, fresh_dynamo, monkeypatch):
+    if "cpu" not in rnnkernels.available_backends():
+        pytest.skip("the cpu backend is not built")
+    monkeypatch.setattr(torch._dynamo.config, "allow_rnn", True)
+    _, eager = make_twins(kind, 4, 5, 2, bidirectional=True, backend="cpu")
+    _, to_compile = make_twins(kind, 4, 5, 2, bidirectional=True, backend="cpu")
+    to_compile.load_state_dict(eager.state_dict())
+    assert_all_close(_run(Compiled(to_compile, fullgraph=True)), _run(eager))
+
+
+def test_default_compile_runs_the_module_eagerly(backend, fresh_dynamo):
+    _, eager = make_twins("lstm", 4, 5, 2, backend=backend)
+    _, to_compile = make_twins("lstm", 4, 5, 2, backend=backend)
+    to_compile.load_state_dict(eager.state_dict())
+    assert_all_close(_run(Compiled(to_compile)), _run(eager))

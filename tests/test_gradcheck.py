@@ -1,0 +1,99 @@
+"""torch.autograd.gradcheck in float64 through every backend: at the op
+level for each cell (with variable lengths and projection), through whole
+modules, and with truncated BPTT where the truncated gradient is exact."""
+
+import pytest
+import torch
+from torch.autograd import gradcheck
+from torch.func import functional_call
+from torch.nn.utils.rnn import pack_sequence
+
+import rnnkernels
+from helpers import OP_CELLS, make_op_inputs
+
+VARIANTS = [("lstm", None), ("lstm", 2)] + [(cell, None) for cell in OP_CELLS[1:]]
+NAMES = ("xg", "w_hh", "h0", "c0", "b_hn", "w_hr")
+
+
+def _op(cell, backend, lengths, tbptt=None):
+    def run(xg, w_hh, h0, c0, b_hn, w_hr):
+        y, h_n, c_n = rnnkernels.recurrence(cell, xg, w_hh, h0, c0, b_hn=b_hn, w_hr=w_hr,
+                                            lengths=lengths, tbptt=tbptt, backend=backend)
+        return (y, h_n) if c_n is None else (y, h_n, c_n)
+    return run
+
+
+@pytest.mark.parametrize("cell, proj", [
+    pytest.param(c, p, id=c if p is None else f"{c}_proj") for c, p in VARIANTS])
+@pytest.mark.parametrize("lengths", [None, [3, 1]], ids=["full", "ragged"])
+def test_op_gradcheck(cell, proj, lengths, backend):
+    inputs = make_op_inputs(cell, 3, 2, 3, proj=proj, lengths=lengths, seed=11)
+    args = tuple(inputs[name] for name in NAMES)
+    assert gradcheck(_op(cell, backend, inputs["lengths"]), args)
+
+
+@pytest.mark.parametrize("cell", OP_CELLS)
+def test_op_gradcheck_truncated_last_chunk(cell, backend):
+    """With tbptt=k the gradient reaching the last chunk's xg never crosses a
+    cut, so it equals the true derivative there: gradcheck applies."""
+    steps, k = 6, 3
+    inputs = make_op_inputs(cell, steps, 2, 3, seed=13)
+    head = inputs["xg"][:k].detach()
+    rest = {name: None if inputs[name] is None else inputs[name].detach() for name in NAMES[1:]}
+    op = _op(cell, backend, None, tbptt=k)
+
+    def last_chunk(xg_tail):
+        return op(torch.cat([head, xg_tail]), **rest)
+
+    assert gradcheck(last_chunk, (inputs["xg"][k:].detach().requires_grad_(),))
+
+
+def test_module_gradcheck_packed_bidirectional(backend):
+    lstm = rnnkernels.LSTM(2, 3, num_layers=2, bidirectional=True, proj_size=2,
+                           dtype=torch.float64, backend=backend)
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randn(n, 2, generator=g, dtype=torch.float64, requires_grad=True) for n in (3, 1, 2)]
+    h0 = torch.randn(4, 3, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(4, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
+
+    def run(a, b, c, h, cx):
+        out, (h_n, c_n) = lstm(pack_sequence([a, b, c], enforce_sorted=False), (h, cx))
+        return out.data, h_n, c_n
+
+    assert gradcheck(run, (*seqs, h0, c0))
+
+
+@pytest.mark.parametrize("mode", ["gru", "rnn_relu"])
+def test_module_gradcheck_over_weights(mode, backend):
+    """Every parameter through torch.func.functional_call: weights are read by name."""
+    module = (rnnkernels.GRU(2, 3, bidirectional=True, dtype=torch.float64, backend=backend)
+              if mode == "gru" else
+              rnnkernels.RNN(2, 3, 2, nonlinearity="relu", dtype=torch.float64, backend=backend))
+    names = [name for name, _ in module.named_parameters()]
+    x = torch.randn(3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+
+    def run(*params):
+        out, h_n = functional_call(module, dict(zip(names, params)), (x,))
+        return out, h_n
+
+    params = tuple(p.detach().clone().requires_grad_() for p in module.parameters())
+    assert gradcheck(run, params)
+
+
+def test_double_backward_fails_loudly(backend):
+    """No backend differentiates its own backward: a second derivative raises
+    instead of silently treating the recurrence's gradient as a constant."""
+    gru = rnnkernels.GRU(3, 4, dtype=torch.float64, backend=backend)
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    y, _ = gru(x)
+    first, = torch.autograd.grad(y.pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward .* is not supported"):
+        first.sum().backward()
+
+
+def test_create_graph_without_second_derivative_still_works(backend):
+    gru = rnnkernels.GRU(3, 4, dtype=torch.float64, backend=backend)
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    plain, = torch.autograd.grad(gru(x)[0].pow(2).sum(), x)
+    with_graph, = torch.autograd.grad(gru(x)[0].pow(2).sum(), x, create_graph=True)
+    assert torch.allclose(plain, with_graph, atol=1e-12)
