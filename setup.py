@@ -40,11 +40,15 @@ def _extension_kwargs():
         for pattern in ("csrc/*.cpp", "csrc/cpu/*.cpp")
         for path in glob.glob(os.path.join(here, pattern))
     )
+    # torch's CPU build uses OpenMP; at::parallel_for in our loops only runs
+    # in parallel when this extension is compiled with it too.
+    openmp = ["-fopenmp"] if sys.platform.startswith("linux") else []
     extension = CppExtension(
         name="rnnkernels._C",
         sources=sources,
         include_dirs=[os.path.join(here, "csrc")],
-        extra_compile_args={"cxx": ["-O3"]},
+        extra_compile_args={"cxx": ["-O3"] + openmp},
+        extra_link_args=openmp,
     )
     return {
         "ext_modules": [extension],

@@ -20,18 +20,22 @@ namespace rnnkernels {
 
 RK_HOST_DEVICE float exp_of(float x) { return ::expf(x); }
 RK_HOST_DEVICE double exp_of(double x) { return ::exp(x); }
-RK_HOST_DEVICE float tanh_of(float x) { return ::tanhf(x); }
-RK_HOST_DEVICE double tanh_of(double x) { return ::tanh(x); }
 
-// Logistic sigmoid that never exponentiates a large positive number, so it
-// stays finite and exact in both tails.
+// tanh from one exp of a non-positive number, so it cannot overflow:
+// tanh(x) = sign(x) (1 - e) / (1 + e), e = exp(-2|x|). Several times faster
+// than libm's tanhf on the CPU; within a few ulp in absolute terms.
+template <typename T>
+RK_HOST_DEVICE T tanh_of(T x) {
+  const T e = exp_of(T(-2) * (x < T(0) ? -x : x));
+  const T t = (T(1) - e) / (T(1) + e);
+  return x < T(0) ? -t : t;
+}
+
+// Logistic sigmoid, branch-free. For x << 0, exp(-x) overflows to +inf and
+// the quotient is exactly 0, the right limit; no NaN can arise.
 template <typename T>
 RK_HOST_DEVICE T sigmoid(T x) {
-  if (x >= T(0)) {
-    return T(1) / (T(1) + exp_of(-x));
-  }
-  const T e = exp_of(x);
-  return e / (T(1) + e);
+  return T(1) / (T(1) + exp_of(-x));
 }
 
 // Derivatives written in terms of the activation's output, as torch's

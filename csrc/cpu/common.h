@@ -4,7 +4,9 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <limits>
 #include <optional>
@@ -103,6 +105,14 @@ class RowMask {
   at::Tensor lengths_;  // keeps data_ alive
   const int64_t* data_ = nullptr;
 };
+
+// Runs fn(first_row, end_row) over the batch rows of one step, split across
+// ATen's threads once a chunk holds enough elements to pay for a thread.
+template <typename F>
+void for_each_row_range(int64_t rows, int64_t elements_per_row, const F& fn) {
+  const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, elements_per_row));
+  at::parallel_for(0, rows, grain, fn);
+}
 
 // Truncated BPTT: the carry into step t-1 is cut at t = k, 2k, ...
 inline bool cuts_carry(int64_t tbptt, int64_t t) {

@@ -37,30 +37,32 @@ void gru_forward_loop(const RecurrenceShape& s, const RowMask& mask,
     scalar_t* p_y = io.y[t].data_ptr<scalar_t>();
     scalar_t* p_h = io.h_state.data_ptr<scalar_t>();
 
-    for (int64_t b = 0; b < B; ++b) {
-      const bool on = mask.active(b, t);
-      const scalar_t* row_xg = p_xg + b * G3;
-      const scalar_t* row_hg = p_hg + b * G3;
-      scalar_t* row_gates = p_gates + b * G3;
-      for (int64_t j = 0; j < H; ++j) {
-        const int64_t u = b * H + j;
-        if (!on) {
-          row_gates[j] = row_gates[H + j] = row_gates[2 * H + j] = 0;
-          p_hn[u] = 0;
-          p_y[u] = 0;
-          continue;
+    for_each_row_range(B, G3, [&](int64_t first, int64_t end) {
+      for (int64_t b = first; b < end; ++b) {
+        const bool on = mask.active(b, t);
+        const scalar_t* row_xg = p_xg + b * G3;
+        const scalar_t* row_hg = p_hg + b * G3;
+        scalar_t* row_gates = p_gates + b * G3;
+        for (int64_t j = 0; j < H; ++j) {
+          const int64_t u = b * H + j;
+          if (!on) {
+            row_gates[j] = row_gates[H + j] = row_gates[2 * H + j] = 0;
+            p_hn[u] = 0;
+            p_y[u] = 0;
+            continue;
+          }
+          const scalar_t hn = row_hg[2 * H + j] + (p_bias ? p_bias[j] : scalar_t(0));
+          const GruStep<scalar_t> st = gru_step_forward<scalar_t>(
+              row_xg[j] + row_hg[j], row_xg[H + j] + row_hg[H + j], row_xg[2 * H + j], hn, p_h[u]);
+          row_gates[j] = st.r;
+          row_gates[H + j] = st.z;
+          row_gates[2 * H + j] = st.n;
+          p_hn[u] = hn;
+          p_y[u] = st.h;
+          p_h[u] = st.h;
         }
-        const scalar_t hn = row_hg[2 * H + j] + (p_bias ? p_bias[j] : scalar_t(0));
-        const GruStep<scalar_t> st = gru_step_forward<scalar_t>(
-            row_xg[j] + row_hg[j], row_xg[H + j] + row_hg[H + j], row_xg[2 * H + j], hn, p_h[u]);
-        row_gates[j] = st.r;
-        row_gates[H + j] = st.z;
-        row_gates[2 * H + j] = st.n;
-        p_hn[u] = hn;
-        p_y[u] = st.h;
-        p_h[u] = st.h;
       }
-    }
+    });
   }
 }
 
@@ -113,28 +115,30 @@ void gru_backward_loop(const RecurrenceShape& s, const RowMask& mask,
     scalar_t* p_rec = io.dg_rec[t].data_ptr<scalar_t>();
     scalar_t* p_carry = io.dh_state.data_ptr<scalar_t>();
 
-    for (int64_t b = 0; b < B; ++b) {
-      const bool on = mask.active(b, t);
-      const scalar_t* row_gates = p_gates + b * G3;
-      scalar_t* row_dxg = p_dxg + b * G3;
-      scalar_t* row_rec = p_rec + b * G3;
-      for (int64_t j = 0; j < H; ++j) {
-        const int64_t u = b * H + j;
-        if (!on) {
-          row_dxg[j] = row_dxg[H + j] = row_dxg[2 * H + j] = 0;
-          row_rec[j] = row_rec[H + j] = row_rec[2 * H + j] = 0;
-          continue;  // the carry passes through unchanged
+    for_each_row_range(B, G3, [&](int64_t first, int64_t end) {
+      for (int64_t b = first; b < end; ++b) {
+        const bool on = mask.active(b, t);
+        const scalar_t* row_gates = p_gates + b * G3;
+        scalar_t* row_dxg = p_dxg + b * G3;
+        scalar_t* row_rec = p_rec + b * G3;
+        for (int64_t j = 0; j < H; ++j) {
+          const int64_t u = b * H + j;
+          if (!on) {
+            row_dxg[j] = row_dxg[H + j] = row_dxg[2 * H + j] = 0;
+            row_rec[j] = row_rec[H + j] = row_rec[2 * H + j] = 0;
+            continue;  // the carry passes through unchanged
+          }
+          const GruStepGrad<scalar_t> g = gru_step_backward<scalar_t>(
+              row_gates[j], row_gates[H + j], row_gates[2 * H + j], p_hn[u], p_h_prev[u],
+              p_carry[u] + p_dy[u]);
+          row_dxg[j] = row_rec[j] = g.d_pre_r;
+          row_dxg[H + j] = row_rec[H + j] = g.d_pre_z;
+          row_dxg[2 * H + j] = g.d_pre_n;
+          row_rec[2 * H + j] = g.d_hn;
+          p_carry[u] = g.dh_prev_direct;
         }
-        const GruStepGrad<scalar_t> g = gru_step_backward<scalar_t>(
-            row_gates[j], row_gates[H + j], row_gates[2 * H + j], p_hn[u], p_h_prev[u],
-            p_carry[u] + p_dy[u]);
-        row_dxg[j] = row_rec[j] = g.d_pre_r;
-        row_dxg[H + j] = row_rec[H + j] = g.d_pre_z;
-        row_dxg[2 * H + j] = g.d_pre_n;
-        row_rec[2 * H + j] = g.d_hn;
-        p_carry[u] = g.dh_prev_direct;
       }
-    }
+    });
 
     if (cuts_carry(tbptt, t)) {
       io.dh_state.zero_();

@@ -41,31 +41,33 @@ void lstm_forward_loop(const RecurrenceShape& s, const RowMask& mask,
     scalar_t* p_h_out = proj ? h_full.data_ptr<scalar_t>() : io.y[t].data_ptr<scalar_t>();
     scalar_t* p_h = io.h_state.data_ptr<scalar_t>();
 
-    for (int64_t b = 0; b < B; ++b) {
-      const bool on = mask.active(b, t);
-      const scalar_t* row_pre = p_pre + b * G4;
-      scalar_t* row_gates = p_gates + b * G4;
-      for (int64_t j = 0; j < H; ++j) {
-        const int64_t u = b * H + j;
-        if (on) {
-          const LstmStep<scalar_t> st = lstm_step_forward<scalar_t>(
-              row_pre[j], row_pre[H + j], row_pre[2 * H + j], row_pre[3 * H + j], p_c[u]);
-          row_gates[j] = st.gates.i;
-          row_gates[H + j] = st.gates.f;
-          row_gates[2 * H + j] = st.gates.g;
-          row_gates[3 * H + j] = st.gates.o;
-          p_c[u] = st.c;
-          p_h_out[u] = st.h;
-          if (!proj) {
-            p_h[u] = st.h;
+    for_each_row_range(B, G4, [&](int64_t first, int64_t end) {
+      for (int64_t b = first; b < end; ++b) {
+        const bool on = mask.active(b, t);
+        const scalar_t* row_pre = p_pre + b * G4;
+        scalar_t* row_gates = p_gates + b * G4;
+        for (int64_t j = 0; j < H; ++j) {
+          const int64_t u = b * H + j;
+          if (on) {
+            const LstmStep<scalar_t> st = lstm_step_forward<scalar_t>(
+                row_pre[j], row_pre[H + j], row_pre[2 * H + j], row_pre[3 * H + j], p_c[u]);
+            row_gates[j] = st.gates.i;
+            row_gates[H + j] = st.gates.f;
+            row_gates[2 * H + j] = st.gates.g;
+            row_gates[3 * H + j] = st.gates.o;
+            p_c[u] = st.c;
+            p_h_out[u] = st.h;
+            if (!proj) {
+              p_h[u] = st.h;
+            }
+          } else {
+            row_gates[j] = row_gates[H + j] = row_gates[2 * H + j] = row_gates[3 * H + j] = 0;
+            p_h_out[u] = 0;
           }
-        } else {
-          row_gates[j] = row_gates[H + j] = row_gates[2 * H + j] = row_gates[3 * H + j] = 0;
-          p_h_out[u] = 0;
+          p_cells[u] = p_c[u];
         }
-        p_cells[u] = p_c[u];
       }
-    }
+    });
 
     if (proj) {
       at::mm_out(projected, h_full, io.w_hr.t());
@@ -157,35 +159,37 @@ void lstm_backward_loop(const RecurrenceShape& s, const RowMask& mask,
     scalar_t* p_dc = io.dc_state.data_ptr<scalar_t>();
     scalar_t* p_dxg = io.dxg[t].data_ptr<scalar_t>();
     scalar_t* p_dr = proj ? io.dr[t].data_ptr<scalar_t>() : nullptr;
-    for (int64_t b = 0; b < B; ++b) {
-      const bool on = mask.active(b, t);
-      const scalar_t* row_gates = p_gates + b * G4;
-      scalar_t* row_dxg = p_dxg + b * G4;
-      for (int64_t j = 0; j < H; ++j) {
-        const int64_t u = b * H + j;
-        if (!on) {
-          row_dxg[j] = row_dxg[H + j] = row_dxg[2 * H + j] = row_dxg[3 * H + j] = 0;
-          continue;  // dc passes through unchanged
+    for_each_row_range(B, G4, [&](int64_t first, int64_t end) {
+      for (int64_t b = first; b < end; ++b) {
+        const bool on = mask.active(b, t);
+        const scalar_t* row_gates = p_gates + b * G4;
+        scalar_t* row_dxg = p_dxg + b * G4;
+        for (int64_t j = 0; j < H; ++j) {
+          const int64_t u = b * H + j;
+          if (!on) {
+            row_dxg[j] = row_dxg[H + j] = row_dxg[2 * H + j] = row_dxg[3 * H + j] = 0;
+            continue;  // dc passes through unchanged
+          }
+          const LstmGates<scalar_t> a{row_gates[j], row_gates[H + j], row_gates[2 * H + j],
+                                      row_gates[3 * H + j]};
+          const LstmStepGrad<scalar_t> g =
+              lstm_step_backward<scalar_t>(a, p_c[u], p_c_prev[u], p_dh_full[u], p_dc[u]);
+          row_dxg[j] = g.d_pre_i;
+          row_dxg[H + j] = g.d_pre_f;
+          row_dxg[2 * H + j] = g.d_pre_g;
+          row_dxg[3 * H + j] = g.d_pre_o;
+          p_dc[u] = g.dc_prev;
         }
-        const LstmGates<scalar_t> a{row_gates[j], row_gates[H + j], row_gates[2 * H + j],
-                                    row_gates[3 * H + j]};
-        const LstmStepGrad<scalar_t> g =
-            lstm_step_backward<scalar_t>(a, p_c[u], p_c_prev[u], p_dh_full[u], p_dc[u]);
-        row_dxg[j] = g.d_pre_i;
-        row_dxg[H + j] = g.d_pre_f;
-        row_dxg[2 * H + j] = g.d_pre_g;
-        row_dxg[3 * H + j] = g.d_pre_o;
-        p_dc[u] = g.dc_prev;
-      }
-      // The carry into h_{t-1}: W_hh^T dG_t for a live row (added below),
-      // the untouched gradient for an ended one.
-      for (int64_t k = 0; k < P; ++k) {
-        p_carry[b * P + k] = on ? scalar_t(0) : p_dh[b * P + k];
-        if (!on && proj) {
-          p_dr[b * P + k] = 0;
+        // The carry into h_{t-1}: W_hh^T dG_t for a live row (added below),
+        // the untouched gradient for an ended one.
+        for (int64_t k = 0; k < P; ++k) {
+          p_carry[b * P + k] = on ? scalar_t(0) : p_dh[b * P + k];
+          if (!on && proj) {
+            p_dr[b * P + k] = 0;
+          }
         }
       }
-    }
+    });
 
     if (cuts_carry(tbptt, t)) {
       io.dh_state.zero_();

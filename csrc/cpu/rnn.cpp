@@ -21,16 +21,18 @@ void rnn_forward_loop(const RecurrenceShape& s, const RowMask& mask,
     const scalar_t* p_pre = pre.data_ptr<scalar_t>();
     scalar_t* p_y = y[t].data_ptr<scalar_t>();
     scalar_t* p_h = h_state.data_ptr<scalar_t>();
-    for (int64_t b = 0; b < B; ++b) {
-      const bool on = mask.active(b, t);
-      for (int64_t j = 0; j < H; ++j) {
-        const int64_t u = b * H + j;
-        if (on) {
-          p_h[u] = rnn_step_forward<kRelu, scalar_t>(p_pre[u]);
+    for_each_row_range(B, H, [&](int64_t first, int64_t end) {
+      for (int64_t b = first; b < end; ++b) {
+        const bool on = mask.active(b, t);
+        for (int64_t j = 0; j < H; ++j) {
+          const int64_t u = b * H + j;
+          if (on) {
+            p_h[u] = rnn_step_forward<kRelu, scalar_t>(p_pre[u]);
+          }
+          p_y[u] = on ? p_h[u] : scalar_t(0);
         }
-        p_y[u] = on ? p_h[u] : scalar_t(0);
       }
-    }
+    });
   }
 }
 
@@ -66,18 +68,20 @@ void rnn_backward_loop(const RecurrenceShape& s, const RowMask& mask, int64_t tb
     const scalar_t* p_y = y[t].data_ptr<scalar_t>();
     scalar_t* p_dxg = dxg[t].data_ptr<scalar_t>();
     scalar_t* p_carry = dh_state.data_ptr<scalar_t>();
-    for (int64_t b = 0; b < B; ++b) {
-      const bool on = mask.active(b, t);
-      for (int64_t j = 0; j < H; ++j) {
-        const int64_t u = b * H + j;
-        if (on) {
-          p_dxg[u] = rnn_step_backward<kRelu, scalar_t>(p_y[u], p_carry[u] + p_dy[u]);
-          p_carry[u] = 0;  // replaced by W_hh^T dG_t below
-        } else {
-          p_dxg[u] = 0;  // the carry passes through unchanged
+    for_each_row_range(B, H, [&](int64_t first, int64_t end) {
+      for (int64_t b = first; b < end; ++b) {
+        const bool on = mask.active(b, t);
+        for (int64_t j = 0; j < H; ++j) {
+          const int64_t u = b * H + j;
+          if (on) {
+            p_dxg[u] = rnn_step_backward<kRelu, scalar_t>(p_y[u], p_carry[u] + p_dy[u]);
+            p_carry[u] = 0;  // replaced by W_hh^T dG_t below
+          } else {
+            p_dxg[u] = 0;  // the carry passes through unchanged
+          }
         }
       }
-    }
+    });
     if (cuts_carry(tbptt, t)) {
       dh_state.zero_();
     } else {
