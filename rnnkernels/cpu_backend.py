@@ -5,6 +5,8 @@ their fake implementations, so torch.compile can trace them, and maps the op
 contract onto them. float32 and float64 on CPU tensors.
 """
 
+import importlib.util
+
 import torch
 
 from .contract import RecurrenceGrads
@@ -107,9 +109,13 @@ try:
     from . import _C as _EXTENSION
 except ImportError as error:
     _EXTENSION = None
-    _LOAD_ERROR = (
-        f"the C++ extension rnnkernels._C is not built ({error}); install from a source "
-        "checkout with a C++ compiler: pip install --no-build-isolation -e .")
+    if importlib.util.find_spec(f"{__package__}._C") is None:
+        _LOAD_ERROR = ("the C++ extension rnnkernels._C is not built (the install found no C++ "
+                       "compiler, or RNNKERNELS_NO_EXTENSION was set); reinstall from a source "
+                       "checkout where one exists: pip install --no-build-isolation -e .")
+    else:
+        _LOAD_ERROR = (f"the C++ extension rnnkernels._C is built but does not load ({error}); "
+                       "rebuild it against this torch: pip install --no-build-isolation -e .")
 else:
     _LOAD_ERROR = None
     _register_fakes()
