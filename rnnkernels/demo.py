@@ -79,7 +79,7 @@ def run(backend="auto", device="cpu", steps=40, seed=0):
             start = time.perf_counter()
             results[label] = (_train(model, batches, steps), time.perf_counter() - start)
         (theirs, theirs_s), (ours, ours_s) = results["torch.nn"], results["rnnkernels"]
-        gap = max(abs(a - b) for a, b in zip(theirs, ours))
+        gap = max(abs(a - b) for a, b in zip(theirs, ours, strict=True))
         worst = max(worst, gap)
         print(f"\n{ours_cls.__name__}: 2 layers, hidden {hidden}, {steps} Adam steps; "
               f"rnnkernels ran on backend '{swapped.rnn.last_backend}'")

@@ -11,7 +11,6 @@ tbptt chunk boundary: that detach loop is the definition of truncated BPTT.
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
 
 from .contract import RecurrenceGrads
 

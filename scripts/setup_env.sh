@@ -35,7 +35,7 @@ if torch.version.cuda and shutil.which("nvidia-smi") is None:
 PYEOF
 
 missing=()
-for module in pytest hypothesis numpy packaging; do
+for module in pytest hypothesis numpy; do
     "$PY" -c "import $module" 2>/dev/null || missing+=("$module")
 done
 command -v ninja >/dev/null 2>&1 || "$PY" -c "import ninja" 2>/dev/null || missing+=(ninja)

@@ -7,6 +7,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 import rnnkernels
+from rnnkernels.contract import CELL_GATES
 
 # kind -> (torch.nn class, rnnkernels class, constructor extras)
 MODULE_KINDS = {
@@ -99,7 +100,7 @@ def forward_backward(module, inputs, hx=(None, ()), *, seed=0):
     loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (out, *states))
     loss.backward()
     results = {"output": out.detach()}
-    results.update({name: s.detach() for name, s in zip(("h_n", "c_n"), states)})
+    results.update({name: s.detach() for name, s in zip(("h_n", "c_n"), states, strict=False)})
     results.update({f"grad input[{i}]": leaf.grad for i, leaf in enumerate(input_leaves)})
     results.update({f"grad hx[{i}]": leaf.grad for i, leaf in enumerate(hx_leaves)})
     results.update({f"grad {name}": p.grad for name, p in module.named_parameters()})
@@ -112,8 +113,6 @@ OP_CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 def make_op_inputs(cell, steps, batch, hidden, *, proj=None, lengths=None, b_hn=True,
                    dtype=torch.float64, seed=0, scale=0.5):
     """Inputs of one recurrence op call (rnnkernels.contract), as leaves requiring grad."""
-    from rnnkernels.contract import CELL_GATES
-
     g = torch.Generator().manual_seed(seed)
     hidden_out = proj or hidden
 

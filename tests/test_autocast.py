@@ -37,5 +37,6 @@ def test_cpu_autocast_cells_run_in_weight_dtype(kind, backend):
     eager = cell(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         auto = cell(x)
-    for a, b in zip(auto if isinstance(auto, tuple) else (auto,), eager if isinstance(eager, tuple) else (eager,)):
+    as_tuple = (lambda out: out if isinstance(out, tuple) else (out,))  # noqa: E731 - local reshaping helper
+    for a, b in zip(as_tuple(auto), as_tuple(eager), strict=True):
         assert a.dtype == torch.float32 and torch.equal(a, b)

@@ -39,7 +39,8 @@ FORWARD_CASES = {
     "gru_feature_size_batch_first": ("GRU", (5, 4), {"batch_first": True}, lambda m: m(_x(3, 2, 6))),
     "lstm_hidden_shape": ("LSTM", (5, 4, 2), {}, lambda m: m(_x(2, 3, 5), (_zeros(2, 3, 3), _zeros(2, 3, 4)))),
     "lstm_cell_shape": ("LSTM", (5, 4, 2), {}, lambda m: m(_x(2, 3, 5), (_zeros(2, 3, 4), _zeros(2, 2, 4)))),
-    "lstm_proj_hidden_shape": ("LSTM", (5, 4), {"proj_size": 2}, lambda m: m(_x(2, 3, 5), (_zeros(1, 3, 4), _zeros(1, 3, 4)))),
+    "lstm_proj_hidden_shape": ("LSTM", (5, 4), {"proj_size": 2},
+                               lambda m: m(_x(2, 3, 5), (_zeros(1, 3, 4), _zeros(1, 3, 4)))),
     "gru_hidden_layers": ("GRU", (5, 4), {"bidirectional": True}, lambda m: m(_x(2, 3, 5), _zeros(1, 3, 4))),
     "gru_2d_hx_batched": ("GRU", (5, 4), {}, lambda m: m(_x(2, 3, 5), _zeros(1, 4))),
     "rnn_3d_hx_unbatched": ("RNN", (5, 4), {}, lambda m: m(_x(2, 5), _zeros(1, 1, 4))),
@@ -59,10 +60,13 @@ FORWARD_CASES = {
     "packed_gru_hidden_batch": ("GRU", (5, 4), {}, lambda m: m(pack_sequence([_x(3, 5), _x(2, 5)]), _zeros(1, 3, 4))),
     "gru_hidden_dtype": ("GRU", (5, 4), {}, lambda m: m(_x(2, 3, 5), _zeros(1, 3, 4, dtype=torch.float64))),
     "rnn_hidden_dtype": ("RNN", (5, 4), {}, lambda m: m(_x(2, 3, 5), _zeros(1, 3, 4, dtype=torch.float64))),
-    "lstm_hidden_dtype": ("LSTM", (5, 4), {}, lambda m: m(_x(2, 3, 5), (_zeros(1, 3, 4, dtype=torch.float64), _zeros(1, 3, 4)))),
-    "lstm_cell_state_dtype": ("LSTM", (5, 4), {}, lambda m: m(_x(2, 3, 5), (_zeros(1, 3, 4), _zeros(1, 3, 4, dtype=torch.float64)))),
+    "lstm_hidden_dtype": ("LSTM", (5, 4), {},
+                          lambda m: m(_x(2, 3, 5), (_zeros(1, 3, 4, dtype=torch.float64), _zeros(1, 3, 4)))),
+    "lstm_cell_state_dtype": ("LSTM", (5, 4), {},
+                              lambda m: m(_x(2, 3, 5), (_zeros(1, 3, 4), _zeros(1, 3, 4, dtype=torch.float64)))),
     "packed_lstm_feature_size": ("LSTM", (5, 4), {}, lambda m: m(pack_sequence([_x(3, 6), _x(2, 6)]))),
-    "packed_lstm_hidden_batch": ("LSTM", (5, 4), {}, lambda m: m(pack_sequence([_x(3, 5), _x(2, 5)]), (_zeros(1, 3, 4), _zeros(1, 3, 4)))),
+    "packed_lstm_hidden_batch": ("LSTM", (5, 4), {},
+                                 lambda m: m(pack_sequence([_x(3, 5), _x(2, 5)]), (_zeros(1, 3, 4), _zeros(1, 3, 4)))),
     # cells
     "lstmcell_3d_input": ("LSTMCell", (5, 4), {}, lambda m: m(_x(3, 5, 1))),
     "lstmcell_3d_hx": ("LSTMCell", (5, 4), {}, lambda m: m(_x(3, 5), (_zeros(1, 3, 4), _zeros(3, 4)))),
@@ -83,20 +87,29 @@ FORWARD_CASES = {
     "lstmcell_input_dtype": ("LSTMCell", (5, 4), {}, lambda m: m(_x(3, 5, dtype=torch.float64))),
     "grucell_nobias_input_dtype": ("GRUCell", (5, 4), {"bias": False}, lambda m: m(_x(3, 5, dtype=torch.float64))),
     "grucell_hidden_dtype": ("GRUCell", (5, 4), {}, lambda m: m(_x(3, 5), _zeros(3, 4, dtype=torch.float64))),
-    "rnncell_unknown_nonlinearity": ("RNNCell", (5, 4), {}, lambda m: (setattr(m, "nonlinearity", "sigmoid"), m(_x(3, 5)))),
+    "rnncell_unknown_nonlinearity": ("RNNCell", (5, 4), {},
+                                     lambda m: (setattr(m, "nonlinearity", "sigmoid"), m(_x(3, 5)))),
 }
 
 # Cases where torch.nn's CPU message reports its kernel's internals (oneDNN,
 # a broadcast, a matmul) instead of the mistake; ours is the message
 # torch.nn's own checks give for the same mistake elsewhere.
+HIDDEN_DTYPE = ("Input and hidden tensors are not the same dtype, found input tensor with Float "
+                "and hidden tensor with Double")
 DEVIATIONS = {
-    "lstm_hidden_dtype": "Input and hidden tensors are not the same dtype, found input tensor with Float and hidden tensor with Double",
-    "lstm_cell_state_dtype": "Input and hidden tensors are not the same dtype, found input tensor with Float and hidden tensor with Double",
-    "gru_hidden_dtype": "Input and hidden tensors are not the same dtype, found input tensor with Float and hidden tensor with Double",
-    "rnn_hidden_dtype": "Input and hidden tensors are not the same dtype, found input tensor with Float and hidden tensor with Double",
+    "lstm_hidden_dtype": HIDDEN_DTYPE,
+    "lstm_cell_state_dtype": HIDDEN_DTYPE,
+    "gru_hidden_dtype": HIDDEN_DTYPE,
+    "rnn_hidden_dtype": HIDDEN_DTYPE,
     "packed_lstm_feature_size": "input.size(-1) must be equal to input_size. Expected 5, got 6",
     "packed_lstm_hidden_batch": "Expected hidden[0] size (1, 2, 4), got [1, 3, 4]",
 }
+
+
+def _assert_same_error(case, actual, expected, message):
+    assert type(actual) is type(expected), (
+        f"{case}: {type(actual).__name__}: {actual} (torch.nn: {type(expected).__name__}: {expected})")
+    assert str(actual) == message, f"{case}: message {str(actual)!r}, expected {message!r}"
 
 
 def _raised(call):
@@ -111,8 +124,7 @@ def test_forward_error_matches_torch_nn(case, backend):
     theirs_cls, ours_cls = TWINS[kind]
     theirs, ours = theirs_cls(*args, **kwargs), ours_cls(*args, **kwargs, backend=backend)
     expected, actual = _raised(lambda: call(theirs)), _raised(lambda: call(ours))
-    assert type(actual) is type(expected), f"{case}: {type(actual).__name__}: {actual} (torch.nn: {type(expected).__name__}: {expected})"
-    assert str(actual) == DEVIATIONS.get(case, str(expected)), f"{case}: message {str(actual)!r}, torch.nn: {str(expected)!r}"
+    _assert_same_error(case, actual, expected, DEVIATIONS.get(case, str(expected)))
 
 
 CONSTRUCTOR_CASES = {
@@ -143,10 +155,9 @@ CONSTRUCTOR_CASES = {
 def test_constructor_error_matches_torch_nn(case):
     kind, args, kwargs = CONSTRUCTOR_CASES[case]
     theirs_cls, ours_cls = TWINS[kind]
-    expected, actual = _raised(lambda: theirs_cls(*args, **kwargs)), _raised(lambda: ours_cls(*args, **kwargs))
-    assert type(actual) is type(expected), f"{case}: {type(actual).__name__}: {actual} (torch.nn: {type(expected).__name__}: {expected})"
-    # torch's own message names its class's __init__; ours is the same call.
-    assert str(actual) == str(expected), f"{case}: message {str(actual)!r}, torch.nn: {str(expected)!r}"
+    expected = _raised(lambda: theirs_cls(*args, **kwargs))
+    actual = _raised(lambda: ours_cls(*args, **kwargs))
+    _assert_same_error(case, actual, expected, str(expected))
 
 
 def test_dropout_with_one_layer_warns_like_torch_nn():

@@ -73,7 +73,7 @@ def test_module_gradcheck_over_weights(mode, backend):
     x = torch.randn(3, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
 
     def run(*params):
-        out, h_n = functional_call(module, dict(zip(names, params)), (x,))
+        out, h_n = functional_call(module, dict(zip(names, params, strict=True)), (x,))
         return out, h_n
 
     params = tuple(p.detach().clone().requires_grad_() for p in module.parameters())

@@ -36,7 +36,7 @@ def test_parameters_and_initialisation_match(kind, kwargs):
     theirs, ours = _construct_both(kind, kwargs)
     theirs_params, ours_params = list(theirs.named_parameters()), list(ours.named_parameters())
     assert [n for n, _ in ours_params] == [n for n, _ in theirs_params]
-    for (name, a), (_, b) in zip(ours_params, theirs_params):
+    for (name, a), (_, b) in zip(ours_params, theirs_params, strict=True):
         assert a.shape == b.shape, f"{name}: shape {tuple(a.shape)} vs {tuple(b.shape)}"
         assert torch.equal(a, b), f"{name}: initialised differently under the same seed"
     assert isinstance(ours, type(theirs))

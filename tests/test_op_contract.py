@@ -83,7 +83,7 @@ def test_inference_forward_equals_training_forward(cell, backend):
     with torch.no_grad():
         inference = rnnkernels.recurrence(cell, **args, backend=backend)
     training = rnnkernels.recurrence(cell, **inputs, backend=backend)
-    for name, a, b in zip(("y", "h_n", "c_n"), inference, training):
+    for name, a, b in zip(("y", "h_n", "c_n"), inference, training, strict=True):
         if b is not None:
             assert torch.equal(a, b.detach()), f"{name}: inference forward differs"
 

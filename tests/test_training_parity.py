@@ -61,8 +61,8 @@ def test_swapped_model_trains_identically(torch_cls, ours_cls, backend):
 
     expected, actual = _train(original), _train(swapped)
     assert expected[-1] < expected[0], "the model did not learn: the comparison would be vacuous"
-    for step, (a, b) in enumerate(zip(actual, expected)):
+    for step, (a, b) in enumerate(zip(actual, expected, strict=True)):
         assert abs(a - b) <= 1e-9, f"loss at step {step}: {a!r} vs torch.nn {b!r}"
-    for (name, a), (_, b) in zip(swapped.named_parameters(), original.named_parameters()):
+    for (name, a), (_, b) in zip(swapped.named_parameters(), original.named_parameters(), strict=True):
         assert (a - b).abs().max().item() <= 1e-9, f"{name} after training"
     assert swapped.rnn.last_backend == backend
