@@ -7,8 +7,10 @@ afresh with more examples."""
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+
+pytest.importorskip("hypothesis", reason="hypothesis is not installed (pip install hypothesis)")
+from hypothesis import HealthCheck, given, settings  # noqa: E402 - after the importorskip
+from hypothesis import strategies as st  # noqa: E402
 
 from conftest import CPU_BACKENDS
 from helpers import forward_backward, make_hx, make_input, make_twins
