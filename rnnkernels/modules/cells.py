@@ -44,12 +44,12 @@ class _Cell(BackendOption):
             check_cell_hidden(input, state, hidden_size, label)
         device_type = input.device.type
         amp_dtype = autocast_dtype(device_type, self.weight_ih.dtype)
-        if amp_dtype is None:  # under autocast torch.nn's matmuls cast instead of failing
+        weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
+        if amp_dtype is None:
             check_matmul_dtype(input, self.weight_ih, self.bias_ih)
             for state in states:
                 check_matmul_dtype(state, self.weight_hh, self.bias_hh)
-        weights = [self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh]
-        if amp_dtype is not None:
+        else:  # under autocast torch.nn's matmuls cast instead of failing
             input, *states = (t.to(amp_dtype) for t in [input] + states)
             weights = [None if w is None else w.to(amp_dtype) for w in weights]
         w_ih, w_hh, b_ih, b_hh = weights
@@ -57,7 +57,7 @@ class _Cell(BackendOption):
             backend = self._select_backend(input)
             xg = project_input(cell, input, w_ih, b_ih, b_hh).unsqueeze(0)
             _, h, c = RecurrenceFunction.apply(
-                backend, cell, None, xg, w_hh, states[0], states[1] if c0 is not None else None,
+                backend, cell, None, xg, w_hh, states[0], states[1] if len(states) == 2 else None,
                 recurrent_bias(cell, b_hh), None, None)
         return h, c
 
