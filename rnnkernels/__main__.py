@@ -1,9 +1,17 @@
-"""Command line: `python -m rnnkernels <command>`."""
+"""Command line: `python -m rnnkernels <command>`.
+
+Each command lives in its own module, which adds its parser (see cli_support.py).
+"""
 
 import argparse
+import importlib
 import sys
 
-from .backends import BACKEND_NAMES, unavailable_reason
+from .backends import BACKEND_NAMES, BackendUnavailableError, unavailable_reason
+from .cli_support import CommandError
+
+# Modules with an `add_command(subparsers)`, in the order `--help` lists them.
+COMMAND_MODULES = ("rnnkernels.charlm.cli", "rnnkernels.bench.cli", "rnnkernels.demo")
 
 
 def _backends(_args):
@@ -13,34 +21,29 @@ def _backends(_args):
     return 0
 
 
-def _demo(args):
-    import torch
-
-    from .demo import run
-
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print(f"error: --device {args.device} asked for, but torch sees no CUDA device",
-              file=sys.stderr)
-        return 2
-    return run(backend=args.backend, device=args.device, steps=args.steps)
+def build_parser():
+    parser = argparse.ArgumentParser(prog="python -m rnnkernels")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:  # TEMPORARY while the command is being written
+            if error.name != module_name and not module_name.startswith(error.name + "."):
+                raise
+            continue
+        module.add_command(commands)
+    backends = commands.add_parser("backends", help="list the backends and whether they run here")
+    backends.set_defaults(run=_backends)
+    return parser
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m rnnkernels")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("backends", help="list the backends and whether they run here")
-    demo = commands.add_parser(
-        "demo", help="train a small model with rnnkernels.LSTM/GRU beside torch.nn")
-    demo.add_argument("--backend", default="auto", choices=("auto",) + BACKEND_NAMES)
-    demo.add_argument("--device", default="cpu")
-    demo.add_argument("--steps", type=int, default=40)
-    args = parser.parse_args(argv)
-    handler = {"backends": _backends, "demo": _demo}[args.command]
+    args = build_parser().parse_args(argv)
     try:
-        return handler(args)
-    except RuntimeError as error:  # e.g. a backend that cannot run here
+        return args.run(args)
+    except (CommandError, BackendUnavailableError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(error, CommandError) else 1
 
 
 if __name__ == "__main__":

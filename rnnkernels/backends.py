@@ -4,15 +4,17 @@ Names follow DESIGN.md. A backend is an object implementing the op contract
 (rnnkernels.contract.Backend); everything above the contract is shared.
 """
 
-from .cpu_backend import CpuBackend
-from .reference import ReferenceBackend
+import importlib
 
 BACKEND_NAMES = ("reference", "cpu", "triton", "cuda")
 
-# Backends DESIGN.md defines that this version does not contain yet.
-_NOT_IN_THIS_VERSION = {
-    "triton": "this version of rnnkernels has no triton backend yet",
-    "cuda": "this version of rnnkernels has no cuda backend yet",
+# Where each backend's class lives, imported on first use: importing triton or
+# loading a CUDA library costs time that a CPU-only user should not pay.
+_BACKEND_CLASSES = {
+    "reference": ("rnnkernels.reference", "ReferenceBackend"),
+    "cpu": ("rnnkernels.cpu_backend", "CpuBackend"),
+    "triton": ("rnnkernels.triton_backend", "TritonBackend"),
+    "cuda": ("rnnkernels.cuda_backend", "CudaBackend"),
 }
 
 # `auto` takes the first backend that runs here and supports the input.
@@ -23,7 +25,15 @@ class BackendUnavailableError(RuntimeError):
     """A backend was asked for that cannot run here, or cannot run this input."""
 
 
-_IMPLEMENTATIONS = {"reference": ReferenceBackend(), "cpu": CpuBackend()}
+_IMPLEMENTATIONS = {}
+
+
+def backend_implementation(name):
+    """The backend object for `name` (one of BACKEND_NAMES), created once."""
+    if name not in _IMPLEMENTATIONS:
+        module_name, class_name = _BACKEND_CLASSES[name]
+        _IMPLEMENTATIONS[name] = getattr(importlib.import_module(module_name), class_name)()
+    return _IMPLEMENTATIONS[name]
 
 
 def check_backend_name(name):
@@ -35,9 +45,7 @@ def check_backend_name(name):
 
 def unavailable_reason(name):
     """Why backend `name` cannot run on this machine at all, or None."""
-    if name in _NOT_IN_THIS_VERSION:
-        return _NOT_IN_THIS_VERSION[name]
-    return _IMPLEMENTATIONS[name].unavailable_reason()
+    return backend_implementation(name).unavailable_reason()
 
 
 def available_backends():
@@ -60,13 +68,13 @@ def select_backend(name, device, dtype):
     if name == "auto":
         for candidate in _AUTO_ORDER:
             if unavailable_reason(candidate) is None:
-                backend = _IMPLEMENTATIONS[candidate]
+                backend = backend_implementation(candidate)
                 if backend.unsupported_reason(device, dtype) is None:
                     return backend
         raise BackendUnavailableError(
             f"no rnnkernels backend runs {dtype} tensors on {device}: "
-            f"{_IMPLEMENTATIONS['reference'].unsupported_reason(device, dtype)}")
-    backend = _IMPLEMENTATIONS[name]
+            f"{backend_implementation('reference').unsupported_reason(device, dtype)}")
+    backend = backend_implementation(name)
     reason = backend.unsupported_reason(device, dtype)
     if reason is not None:
         raise BackendUnavailableError(f"backend '{name}' cannot run this input: {reason}")

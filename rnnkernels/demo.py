@@ -1,7 +1,7 @@
 """`python -m rnnkernels demo`: swap rnnkernels.LSTM/GRU into a small model,
 train it side by side with the torch.nn original, and show they agree.
 
-This is README's main-job command until the char-LM issue lands.
+A quick check that a swapped-in layer trains like the original.
 """
 
 import copy
@@ -90,3 +90,20 @@ def run(backend="auto", device="cpu", steps=40, seed=0):
     ok = worst < 1e-3
     print(f"\n{'OK' if ok else 'MISMATCH'}: rnnkernels trains like torch.nn (worst loss gap {worst:.2e})")
     return 0 if ok else 1
+
+
+def add_command(commands):
+    """`python -m rnnkernels demo` (see __main__.py)."""
+    demo = commands.add_parser(
+        "demo", help="train a small model with rnnkernels.LSTM/GRU beside torch.nn")
+    demo.add_argument("--backend", default="auto", choices=("auto",) + BACKEND_NAMES)
+    demo.add_argument("--device", default="cpu")
+    demo.add_argument("--steps", type=int, default=40)
+    demo.set_defaults(run=_run_command)
+
+
+def _run_command(args):
+    from .cli_support import check_device
+
+    check_device(args.device)
+    return run(backend=args.backend, device=args.device, steps=args.steps)

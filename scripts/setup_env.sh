@@ -35,14 +35,17 @@ if torch.version.cuda and shutil.which("nvidia-smi") is None:
 PYEOF
 
 missing=()
-for module in pytest hypothesis; do
+# triton: the triton backend (under TRITON_INTERPRET=1 on a CPU machine);
+# matplotlib: the plots of the benchmark suite and of the char-LM job.
+for module in pytest hypothesis triton matplotlib; do
     "$PY" -c "import $module" 2>/dev/null || missing+=("$module")
 done
 command -v ninja >/dev/null 2>&1 || "$PY" -c "import ninja" 2>/dev/null || missing+=(ninja)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}"
     # A machine without a package index (a lent GPU box) may lack one of them:
-    # the build then runs without ninja, and tests needing the tool say so.
+    # the build then runs without ninja, plots are skipped with a message, and
+    # tests needing the tool say so.
     "${PIP[@]}" --retries 1 --timeout 15 "${missing[@]}" || echo "setup: WARNING: could not install ${missing[*]}"
 fi
 
