@@ -69,6 +69,8 @@ def select_backend(name, device, dtype):
         for candidate in _AUTO_ORDER:
             if unavailable_reason(candidate) is None:
                 backend = backend_implementation(candidate)
+                if getattr(backend, "emulated", False):  # e.g. Triton's interpreter: for tests, never fast
+                    continue
                 if backend.unsupported_reason(device, dtype) is None:
                     return backend
         raise BackendUnavailableError(

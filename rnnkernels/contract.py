@@ -38,7 +38,11 @@ class RecurrenceGrads(NamedTuple):
 
 
 class Backend(Protocol):
-    """A set of launchers implementing the contract for some devices/dtypes."""
+    """A set of launchers implementing the contract for some devices/dtypes.
+
+    A backend may also define `emulated = True` when it runs correctly but far
+    too slowly for real work (Triton's interpreter): `auto` then passes it over.
+    """
 
     name: str
 

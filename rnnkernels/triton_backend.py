@@ -1,11 +1,80 @@
-"""The triton backend (work in progress, issue 3)."""
+"""The triton backend: the op contract on the Triton kernels of triton_kernels/.
+
+On a CUDA GPU it runs CUDA tensors in float32, float16, bfloat16 and float64.
+With TRITON_INTERPRET=1 set before triton is imported, Triton's interpreter
+runs the same kernels on CPU tensors (slow; this is how the tests run without
+a GPU). The interpreter computes bfloat16 wrongly, so that combination is
+refused rather than run.
+"""
+
+import torch
+
+from .contract import RecurrenceGrads
+
+_GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+_INTERPRETER_DTYPES = (torch.float32, torch.float16, torch.float64)
+
+
+def _import_problem():
+    """Why the kernels cannot be imported here, or None."""
+    try:
+        import triton  # noqa: F401 - only whether it imports matters here
+    except ImportError as error:
+        return f"triton is not installed ({error})"
+    return None
 
 
 class TritonBackend:
     name = "triton"
 
+    @property
+    def emulated(self):
+        """True under TRITON_INTERPRET=1: correct but slow, so `auto` passes it over."""
+        from .triton_kernels.launch import is_interpreted
+
+        return is_interpreted()
+
     def unavailable_reason(self):
-        return "this version of rnnkernels has no triton backend yet"
+        problem = _import_problem()
+        if problem is not None:
+            return problem
+        from .triton_kernels.launch import is_interpreted
+
+        if not is_interpreted() and not torch.cuda.is_available():
+            return ("it needs a CUDA GPU; set TRITON_INTERPRET=1 before triton is imported to run "
+                    "its kernels on CPU tensors instead (slow, for testing)")
+        return None
 
     def unsupported_reason(self, device, dtype):
-        return self.unavailable_reason()
+        from .triton_kernels.launch import is_interpreted
+
+        if is_interpreted():
+            if device.type != "cpu":
+                return f"under TRITON_INTERPRET=1 it runs on CPU tensors, got tensors on {device}"
+            if dtype not in _INTERPRETER_DTYPES:
+                return ("under TRITON_INTERPRET=1 it supports torch.float32, torch.float16 and "
+                        f"torch.float64 (the interpreter computes bfloat16 wrongly), got {dtype}")
+            return None
+        if device.type != "cuda":
+            return f"it runs on CUDA tensors, got tensors on {device}"
+        if dtype not in _GPU_DTYPES:
+            return f"it supports torch.float32, float16, bfloat16 and float64, got {dtype}"
+        return None
+
+    def forward(self, cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, needs_backward):
+        from .triton_kernels import ops  # noqa: F401 - registers torch.ops.rnnkernels.triton_*
+
+        if lengths is not None:
+            lengths = lengths.to(xg.device)
+        y, h_n, c_n, hs, cs, gates, aux = torch.ops.rnnkernels.triton_forward(
+            cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, needs_backward)
+        saved = (w_hh, w_hr, lengths, hs, cs, gates, aux, b_hn)
+        return y, h_n, c_n if cell == "lstm" else None, saved
+
+    def backward(self, cell, tbptt, saved, dy, dh_n, dc_n):
+        w_hh, w_hr, lengths, hs, cs, gates, aux, b_hn = saved
+        dxg, dw_hh, dh0, dc0, db_hn, dw_hr = torch.ops.rnnkernels.triton_backward(
+            cell, tbptt or 0, w_hh, w_hr, lengths, hs, cs, gates, aux, dy, dh_n,
+            dc_n if cell == "lstm" else None, b_hn is not None)
+        return RecurrenceGrads(dxg, dw_hh, dh0, dc0 if cell == "lstm" else None,
+                               db_hn if b_hn is not None else None, dw_hr if w_hr is not None else None)

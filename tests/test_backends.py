@@ -49,20 +49,34 @@ def test_explicit_backend_that_cannot_run_the_input():
         lstm(torch.randn(2, 2, 3, dtype=torch.bfloat16))
 
 
-@pytest.mark.parametrize("name", ["triton", "cuda"])
-def test_backends_not_in_this_version(name):
+def test_triton_without_gpu_or_interpreter_says_how_to_run(monkeypatch):
+    pytest.importorskip("triton", reason="triton is not installed")
+    from rnnkernels.triton_kernels import launch
+
+    monkeypatch.setattr(launch, "is_interpreted", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(BackendUnavailableError,
-                       match=f"backend '{name}' cannot run on this machine: this version of "
-                             f"rnnkernels has no {name} backend yet"):
-        rnnkernels.GRU(3, 4, backend=name)
-    assert name not in rnnkernels.available_backends()
+                       match=r"backend 'triton' cannot run on this machine: it needs a CUDA GPU; "
+                             r"set TRITON_INTERPRET=1 before triton is imported"):
+        rnnkernels.GRU(3, 4, backend="triton")
+    assert "triton" not in rnnkernels.available_backends()
+
+
+def test_cuda_backend_without_a_cuda_build_or_device():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    with pytest.raises(BackendUnavailableError, match=r"backend 'cuda' cannot run on this machine: "):
+        rnnkernels.GRU(3, 4, backend="cuda")
+    assert "cuda" not in rnnkernels.available_backends()
 
 
 def test_without_the_extension_only_reference_runs(monkeypatch):
-    """What a user gets after installing where no C++ compiler exists."""
+    """What a user gets after installing where no C++ compiler exists (triton
+    may still run here, but only in its interpreter, which `auto` passes over)."""
     monkeypatch.setattr(cpu_backend, "load_extension",
                         lambda: (None, "the C++ extension rnnkernels._C is not built (simulated)"))
-    assert rnnkernels.available_backends() == ["reference"]
+    available = rnnkernels.available_backends()
+    assert "reference" in available and "cpu" not in available and "cuda" not in available
     gru = rnnkernels.GRU(3, 4)
     gru(torch.randn(2, 2, 3))
     assert gru.last_backend == "reference"
@@ -143,8 +157,11 @@ def test_cli_lists_backends(capsys):
     from rnnkernels.__main__ import main
 
     assert main(["backends"]) == 0
-    out = capsys.readouterr().out
-    assert "reference available" in out and "triton    unavailable" in out
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == list(rnnkernels.BACKEND_NAMES)
+    for line in lines:
+        name = line.split()[0]
+        assert (line.split()[1] == "available") == (name in rnnkernels.available_backends()), line
 
 
 def test_cli_demo_runs_and_agrees_with_torch_nn(capsys):

@@ -38,12 +38,15 @@ def _run(module, like):
 
 
 @pytest.mark.parametrize("kind", ["lstm_proj", "gru"])
-def test_fullgraph_compile_matches_eager(kind, fresh_dynamo, monkeypatch):
-    if "cpu" not in rnnkernels.available_backends():
-        pytest.skip("the cpu backend is not built")
+@pytest.mark.parametrize("compiled_backend", ["cpu", "triton"])
+def test_fullgraph_compile_matches_eager(kind, compiled_backend, fresh_dynamo, monkeypatch):
+    if compiled_backend not in rnnkernels.available_backends():
+        pytest.skip(f"the {compiled_backend} backend does not run here")
+    if compiled_backend == "triton" and torch.cuda.is_available():
+        pytest.skip("the triton backend runs CUDA tensors here; tests/test_triton_kernels.py compiles it on the GPU")
     monkeypatch.setattr(torch._dynamo.config, "allow_rnn", True)
-    _, eager = make_twins(kind, 4, 5, 2, bidirectional=True, backend="cpu")
-    _, to_compile = make_twins(kind, 4, 5, 2, bidirectional=True, backend="cpu")
+    _, eager = make_twins(kind, 4, 5, 2, bidirectional=True, backend=compiled_backend)
+    _, to_compile = make_twins(kind, 4, 5, 2, bidirectional=True, backend=compiled_backend)
     to_compile.load_state_dict(eager.state_dict())
     assert_all_close(_run(Compiled(to_compile, fullgraph=True), to_compile), _run(eager, eager))
 

@@ -1,0 +1,199 @@
+"""Launchers: allocate the buffers of forward.py / backward.py, pick tiles and
+the kernel path, run the kernels, and finish backward with large matmuls.
+
+No autograd here; ops.py wraps these as torch.library custom ops.
+"""
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from . import backward as bwd
+from . import forward as fwd
+
+CELL_CODES = {"lstm": fwd.LSTM, "gru": fwd.GRU, "rnn_tanh": fwd.RNN_TANH, "rnn_relu": fwd.RNN_RELU}
+GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+PATHS = ("step", "sequence")
+
+# The sequence kernel gives each block of rows one program that streams all of
+# W_hh every step, so it wins only while W_hh is small enough to stay close to
+# one SM; beyond that the step kernels spread each step over the whole GPU.
+# Provisional until measured on a GPU (see benchmarks/); RNNKERNELS_TRITON_PATH
+# = step | sequence forces a path.
+SEQUENCE_MAX_WEIGHT_BYTES = 64 * 1024
+
+
+def is_interpreted():
+    """True when the kernels were created under TRITON_INTERPRET=1 (they run on CPU tensors)."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(fwd.forward_step_kernel, InterpretedFunction)
+
+
+def choose_path(cell, batch, hidden, hidden_out, dtype):
+    forced = os.environ.get("RNNKERNELS_TRITON_PATH", "")
+    if forced:
+        if forced not in PATHS:
+            raise ValueError(f"RNNKERNELS_TRITON_PATH must be one of {', '.join(PATHS)}, got {forced!r}")
+        return forced
+    weight_bytes = GATES[cell] * hidden * hidden_out * dtype.itemsize
+    return "sequence" if weight_bytes <= SEQUENCE_MAX_WEIGHT_BYTES else "step"
+
+
+# The largest tile edge; None picks 32 for the step kernels on a GPU (a
+# step's grid stays wide at small batch), and 64 for the sequence kernel and
+# under the interpreter (fewer of its slow programs). Tests lower it to 16 to
+# make small sizes span several tiles.
+MAX_BLOCK = None
+# The sequence kernel with W_hh in registers uses more warps, so that each
+# thread holds a share of the weights small enough not to spill.
+RESIDENT_NUM_WARPS = 8
+
+
+def _block(n, largest):
+    """A power-of-two tile edge covering n, at least 16 (tl.dot's minimum), at most `largest`."""
+    return max(16, min(triton.next_power_of_2(n), largest))
+
+
+def _tiles(batch, hidden, hidden_out, path):
+    """(BLOCK_B, BLOCK_U, BLOCK_K, resident): rows, units (and projection outputs),
+    reduction; resident when the sequence kernel can hold all of W_hh in one tile."""
+    largest = MAX_BLOCK or (64 if is_interpreted() or path == "sequence" else 32)
+    width = _block(max(hidden, hidden_out), largest)
+    resident = path == "sequence" and width >= max(hidden, hidden_out)
+    return _block(batch, largest), width, width, resident
+
+
+def _numerics(dtype):
+    """(accumulator type, tl.dot input precision) for input dtype."""
+    if dtype == torch.float64:
+        return tl.float64, "ieee"
+    # float32 runs on tensor cores (tf32) only when torch's matmul settings allow it
+    tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
+    return tl.float32, "tf32" if tf32 else "ieee"
+
+
+def acc_dtype(dtype):
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, save):
+    """y [T, B, H_out], h_n, c_n (empty unless lstm), and hs, cs, gates, aux (see forward.py)."""
+    steps, batch, gate_width = xg.shape
+    g = GATES[cell]
+    hidden, hidden_out = gate_width // g, w_hh.shape[1]
+    dtype, acc = xg.dtype, acc_dtype(xg.dtype)
+    acc_tl, precision = _numerics(dtype)
+    xg, w_hh = xg.contiguous(), w_hh.contiguous()
+    slots = steps + 1 if save else 2
+    hs = xg.new_empty((slots, batch, hidden_out))
+    hs[0] = h0
+    cs = xg.new_empty((slots if cell == "lstm" else 0, batch, hidden), dtype=acc)
+    if cell == "lstm":
+        cs[0] = c0
+    y = xg.new_empty((steps, batch, hidden_out))
+    gates = xg.new_empty((steps if save else 0, batch, gate_width), dtype=acc)
+    if cell == "gru":
+        aux = xg.new_empty((steps if save else 0, batch, hidden), dtype=acc)
+    elif w_hr is not None:
+        aux = xg.new_empty((slots, batch, hidden), dtype=acc)
+        w_hr = w_hr.contiguous()
+    else:
+        aux = xg.new_empty((0,), dtype=acc)
+    dummy = xg.new_empty((1,))
+    flags = dict(CELL=CELL_CODES[cell], G=g, HAS_LENGTHS=lengths is not None, HAS_BHN=b_hn is not None,
+                 HAS_PROJ=w_hr is not None, SAVE=save, ACC=acc_tl, PRECISION=precision)
+    path = choose_path(cell, batch, hidden, hidden_out, dtype)
+    block_b, block_u, block_k, resident = _tiles(batch, hidden, hidden_out, path)
+    tiles = dict(BLOCK_B=block_b, BLOCK_U=block_u, BLOCK_K=block_k)
+    pointers = (xg, w_hh, dummy if b_hn is None else b_hn.contiguous(),
+                dummy if lengths is None else lengths, hs, cs if cell == "lstm" else dummy, y,
+                gates if save else dummy, aux if aux.numel() else dummy)
+    rows = triton.cdiv(batch, block_b)
+    if steps and path == "sequence":
+        fwd.forward_sequence_kernel[(rows,)](
+            steps, *pointers[:3], dummy if w_hr is None else w_hr, *pointers[3:],
+            batch, hidden, hidden_out, slots, **flags, RESIDENT=resident, **tiles,
+            num_warps=RESIDENT_NUM_WARPS if resident else 4)
+    else:
+        for t in range(steps):
+            fwd.forward_step_kernel[(rows, triton.cdiv(hidden, block_u))](
+                t, *pointers, batch, hidden, hidden_out, slots, **flags, **tiles)
+            if w_hr is not None:
+                fwd.forward_projection_step_kernel[(rows, triton.cdiv(hidden_out, block_u))](
+                    t, w_hr, pointers[3], hs, y, aux, batch, hidden, hidden_out, slots,
+                    HAS_LENGTHS=lengths is not None, ACC=acc_tl, PRECISION=precision,
+                    BLOCK_B=block_b, BLOCK_P=block_u, BLOCK_K=block_k)
+    h_n = hs[steps % slots].clone()
+    c_n = cs[steps % slots].to(dtype, copy=True) if cell == "lstm" else xg.new_empty((0,))
+    return y, h_n, c_n, hs, cs, gates, aux
+
+
+def backward(cell, tbptt, w_hh, w_hr, lengths, hs, cs, gates, aux, dy, dh_n, dc_n, has_b_hn):
+    """dxg, dw_hh, dh0, dc0, db_hn, dw_hr (the last three empty when the cell lacks them)."""
+    steps, batch, gate_width = gates.shape
+    g = GATES[cell]
+    hidden, hidden_out = gate_width // g, w_hh.shape[1]
+    dtype = hs.dtype
+    acc = acc_dtype(dtype)
+    acc_tl, precision = _numerics(dtype)
+    w_hh, dy = w_hh.contiguous(), dy.contiguous()
+    d_gates = torch.empty_like(gates)
+    d_n = gates.new_empty((steps, batch, hidden) if cell == "gru" else (1,))
+    d_ht = gates.new_empty((steps, batch, hidden_out) if w_hr is not None else (1,))
+    carry = gates.new_zeros((2, batch, hidden_out))
+    carry[(steps - 1 + 2) % 2] = dh_n
+    d_c = gates.new_zeros((2, batch, hidden) if cell == "lstm" else (1,))
+    if cell == "lstm":
+        d_c[(steps - 1 + 2) % 2] = dc_n
+    direct = gates.new_empty((2, batch, hidden) if cell == "gru" else (1,))
+    dummy = gates.new_empty((1,))
+    cut = tbptt if tbptt else steps + 1  # a period that never divides a step index: no cut
+    lengths_arg = dummy if lengths is None else lengths
+    flags = dict(HAS_LENGTHS=lengths is not None, ACC=acc_tl, PRECISION=precision)
+    path = choose_path(cell, batch, hidden, hidden_out, dtype)
+    block_b, block_u, block_k, resident = _tiles(batch, hidden, hidden_out, path)
+    tiles = dict(BLOCK_B=block_b, BLOCK_U=block_u, BLOCK_K=block_k)
+    rows = triton.cdiv(batch, block_b)
+    if path == "sequence":
+        bwd.backward_sequence_kernel[(rows,)](
+            steps, cut, w_hh, dummy if w_hr is None else w_hr.contiguous(), lengths_arg, dy, hs,
+            cs if cell == "lstm" else dummy, gates, aux if aux.numel() else dummy,
+            d_gates, d_n, d_ht, carry, d_c, direct, batch, hidden, hidden_out,
+            CELL=CELL_CODES[cell], G=g, HAS_PROJ=w_hr is not None, **flags, RESIDENT=resident, **tiles,
+            num_warps=RESIDENT_NUM_WARPS if resident else 4)
+    elif w_hr is None:
+        for t in range(steps - 1, -2, -1):
+            bwd.backward_step_kernel[(rows, triton.cdiv(hidden, block_u))](
+                t, steps, cut, w_hh, lengths_arg, dy, hs, cs if cell == "lstm" else dummy, gates,
+                aux if aux.numel() else dummy, d_gates, d_n, carry, d_c, direct, batch, hidden,
+                CELL=CELL_CODES[cell], G=g, **flags, **tiles)
+    else:
+        w_hr = w_hr.contiguous()
+        for t in range(steps - 1, -2, -1):
+            bwd.backward_projection_carry_step_kernel[(rows, triton.cdiv(hidden_out, block_u))](
+                t, steps, cut, w_hh, lengths_arg, dy, d_gates, d_ht, carry, batch, hidden, hidden_out,
+                **flags, BLOCK_B=block_b, BLOCK_P=block_u, BLOCK_K=block_k)
+            if t >= 0:
+                bwd.backward_projection_cell_step_kernel[(rows, triton.cdiv(hidden, block_u))](
+                    t, cut, w_hr, lengths_arg, cs, gates, d_gates, d_ht, d_c, batch, hidden, hidden_out,
+                    **flags, **tiles)
+    # dW_hh = sum_t dG_t^T h_{t-1}: one matmul over all steps, in ACC
+    h_prev = hs[:steps].reshape(steps * batch, hidden_out).to(acc)
+    d_w_hh = (d_gates.reshape(steps * batch, gate_width).T @ h_prev).to(w_hh.dtype)
+    if cell == "gru":
+        d_xg = torch.cat([d_gates[..., :2 * hidden], d_n], dim=2).to(dtype)
+        d_b_hn = d_gates[..., 2 * hidden:].sum(dim=(0, 1)).to(dtype) if has_b_hn else dummy.new_empty((0,))
+    else:
+        d_xg = d_gates.to(dtype)
+        d_b_hn = dummy.new_empty((0,))
+    if w_hr is not None:  # h_t = W_hr m_t: dW_hr = sum_t dht_t^T m_t
+        m = aux[:steps]  # forward kept o * tanh(c_t) in slot t
+        d_w_hr = (d_ht.reshape(steps * batch, hidden_out).T @ m.reshape(steps * batch, hidden)).to(w_hr.dtype)
+    else:
+        d_w_hr = dummy.new_empty((0,)).to(dtype)
+    d_h0 = carry[1].to(dtype, copy=True)  # the slot of t = -1
+    d_c0 = d_c[1].to(dtype, copy=True) if cell == "lstm" else dummy.new_empty((0,)).to(dtype)
+    return d_xg, d_w_hh, d_h0, d_c0, d_b_hn, d_w_hr
