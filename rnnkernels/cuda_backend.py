@@ -1,15 +1,68 @@
-"""The cuda backend: the C++ ops of csrc/ registered for CUDA tensors.
+"""The cuda backend: the C++ ops of csrc/ (rnnkernels._C) on CUDA tensors.
 
-Work in progress (issue 4): until the CUDA kernels are built into
-rnnkernels._C this backend reports itself unavailable.
+The ops and their fake implementations are the cpu backend's (the same
+schemas, registered for the CUDA dispatch key by csrc/cuda/*_cuda.cpp), so
+this backend differs from CpuBackend only in where it runs. float32, float64,
+float16 and bfloat16; cell state and gradient carries in float32 (float64 for
+float64).
+
+Two kernel paths, chosen in C++ by RNNKERNELS_CUDA_PATH (csrc/cuda/path_rule.h):
+`step` (the default) runs one GEMM through ATen per step (TF32 for float32 only
+where torch.backends.cuda.matmul.allow_tf32 allows it) and one fused pointwise
+kernel; `persistent` runs one cooperative launch with W_hh in shared memory
+and a grid barrier per step (no projection), and `auto` picks between them.
+The default stays `step` until the persistent kernels have passed their GPU
+tests.
 """
 
+import torch
 
-class CudaBackend:
+from . import cpu_backend
+from .cpu_backend import CpuBackend
+
+_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+
+
+def cuda_built():
+    """Whether rnnkernels._C was built with its CUDA kernels (setup.py skips
+    them without nvcc or a CUDA build of torch, or with RNNKERNELS_NO_CUDA=1)."""
+    if cpu_backend.load_extension()[0] is None:
+        return False
+    return torch._C._dispatch_has_kernel_for_dispatch_key("rnnkernels::lstm_forward", "CUDA")
+
+
+def measure_barrier_floor(steps=1000, ctas=0):
+    """Microseconds per empty grid-wide barrier on the current CUDA device: a
+    cooperative launch of `ctas` CTAs (0: one per SM) running 2*steps barriers,
+    timed against `steps` so the launch overhead cancels. This is the per-step
+    floor of a persistent recurrence. Raises RuntimeError where the cuda
+    backend cannot run or the grid cannot be co-resident."""
+    reason = CudaBackend().unavailable_reason()
+    if reason is not None:
+        raise RuntimeError(f"measure_barrier_floor needs the cuda backend: {reason}")
+    return torch.ops.rnnkernels.grid_barrier_floor(steps, ctas)
+
+
+class CudaBackend(CpuBackend):
     name = "cuda"
 
     def unavailable_reason(self):
-        return "this version of rnnkernels has no cuda backend yet"
+        # Through the module, so a test that simulates a missing extension reaches here.
+        extension_error = cpu_backend.load_extension()[1]
+        if extension_error is not None:
+            return extension_error
+        if not cuda_built():
+            return ("rnnkernels._C was built without its CUDA kernels (no nvcc or a CPU build "
+                    "of torch at install time, or RNNKERNELS_NO_CUDA was set); reinstall "
+                    "where both exist: pip install --no-build-isolation -e .")
+        if not torch.cuda.is_available():
+            return "torch sees no CUDA device"
+        return None
 
     def unsupported_reason(self, device, dtype):
-        return self.unavailable_reason()
+        if device.type != "cuda":
+            return f"it runs on CUDA tensors, got tensors on {device}"
+        if dtype not in _DTYPES:
+            return ("it supports torch.float32, torch.float64, torch.float16 and "
+                    f"torch.bfloat16, got {dtype}")
+        return None

@@ -1,0 +1,248 @@
+// LSTM recurrence on CUDA tensors (op contract of DESIGN.md, cell "lstm";
+// the same op schemas as csrc/cpu/lstm.cpp, for the CUDA dispatch key). The
+// forward runs on the persistent path when RNNKERNELS_CUDA_PATH selects it
+// (persistent_glue.h), and so does the backward; otherwise the step path
+// runs. Step forward, per step: hg = h_{t-1} W_hh^T (one GEMM through
+// ATen, on the current stream, honouring torch's TF32 setting), then the
+// fused pointwise kernel of step_forward.cu, then the optional projection
+// GEMM and a masked copy into y_t and the state. Backward walks the steps in
+// reverse: carry combine, pointwise kernel, and dG_t W_hh for step t-1 unless
+// tbptt cuts there; dW_hh and dW_hr are one GEMM each after the loop.
+// The cell state and the gradient carries stay in fp32 (fp64 for fp64).
+#include <torch/library.h>
+
+#include "glue.h"
+#include "persistent_glue.h"
+
+namespace rnnkernels {
+namespace cuda {
+namespace {
+
+struct LstmForwardTensors {
+  at::Tensor xg, w_hh, w_hr;   // inputs, contiguous; w_hr undefined without projection
+  at::Tensor y, gates, cells;  // outputs; gates/cells hold one step when not training
+  at::Tensor h_state;          // [B, H_out] in the input dtype: the next GEMM's operand
+  at::Tensor c_state;          // [B, H] in the accumulation dtype
+};
+
+template <typename scalar_t>
+void lstm_forward_steps(const RecurrenceShape& s, const DeviceLengths& rows, bool training,
+                        LstmForwardTensors& io, cudaStream_t stream) {
+  using k_t = kernel_t<scalar_t>;
+  const int64_t B = s.batch, H = s.hidden, P = s.hidden_out;
+  const bool proj = io.w_hr.defined();
+  const auto opts = io.xg.options();
+  at::Tensor hg = at::empty({B, 4 * H}, opts);
+  at::Tensor h_full = proj ? at::empty({B, H}, opts) : at::Tensor();
+  at::Tensor projected = proj ? at::empty({B, P}, opts) : at::Tensor();
+  const at::Tensor w_hh_t = io.w_hh.t();
+
+  for (int64_t t = 0; t < s.steps; ++t) {
+    at::mm_out(hg, io.h_state, w_hh_t);
+    const int64_t slot = training ? t : 0;
+    LstmForwardStepParams<k_t> p;
+    p.xg = ptr<scalar_t>(io.xg[t]);
+    p.hg = ptr<scalar_t>(hg);
+    p.c_state = acc_ptr<scalar_t>(io.c_state);
+    p.gates = ptr<scalar_t>(io.gates[slot]);
+    p.cells = ptr<scalar_t>(io.cells[slot]);
+    p.h_out = proj ? ptr<scalar_t>(h_full) : ptr<scalar_t>(io.y[t]);
+    p.h_state = proj ? nullptr : ptr<scalar_t>(io.h_state);
+    p.rows = rows.at_step(t);
+    p.batch = B;
+    p.hidden = H;
+    check_launch(launch_lstm_forward_step(p, stream), "the LSTM forward step kernel");
+
+    if (proj) {
+      at::mm_out(projected, h_full, io.w_hr.t());
+      MaskedStateUpdateParams<k_t> m;
+      m.source = ptr<scalar_t>(projected);
+      m.y = ptr<scalar_t>(io.y[t]);
+      m.h_state = ptr<scalar_t>(io.h_state);
+      m.rows = rows.at_step(t);
+      m.batch = B;
+      m.width = P;
+      check_launch(launch_masked_state_update(m, stream), "the LSTM projection update kernel");
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward_cuda(
+    const at::Tensor& xg, const at::Tensor& w_hh, const at::Tensor& h0, const at::Tensor& c0,
+    const std::optional<at::Tensor>& w_hr, const std::optional<at::Tensor>& lengths,
+    bool training) {
+  const at::NoGradGuard no_grad;  // autograd is the Function's job; buffers need none
+  const RecurrenceShape s = check_cuda_recurrence("lstm", xg, w_hh, 4);
+  const auto dtype = xg.scalar_type();
+  const auto device = xg.device();
+  if (w_hr.has_value()) {
+    check_cuda_operand(*w_hr, "w_hr", {s.hidden_out, s.hidden}, dtype, device);
+  } else {
+    TORCH_CHECK(s.hidden_out == s.hidden, "lstm: w_hh has shape ", shape_of(w_hh),
+                ", which needs a projection w_hr [", s.hidden_out, ", ", s.hidden, "]");
+  }
+  check_cuda_operand(h0, "h0", {s.batch, s.hidden_out}, dtype, device);
+  check_cuda_operand(c0, "c0", {s.batch, s.hidden}, dtype, device);
+  const c10::cuda::CUDAGuard guard(device);
+  const DeviceLengths rows(lengths, s, device);
+
+  const auto opts = xg.options();
+  const int64_t saved_steps = training ? s.steps : 1;
+  LstmForwardTensors io;
+  io.xg = xg.contiguous();
+  io.w_hh = w_hh.contiguous();
+  io.w_hr = w_hr.has_value() ? w_hr->contiguous() : at::Tensor();
+  io.y = new_output({s.steps, s.batch, s.hidden_out}, opts);
+  io.gates = new_output({saved_steps, s.batch, 4 * s.hidden}, opts);
+  io.cells = new_output({saved_steps, s.batch, s.hidden}, opts);
+  io.h_state = h0.contiguous().clone();
+  io.c_state = c0.to(acc_dtype(dtype), /*non_blocking=*/false, /*copy=*/true).contiguous();
+  PersistentForwardTensors persistent;
+  persistent.xg = io.xg;
+  persistent.w_hh = io.w_hh;
+  persistent.y = io.y;
+  persistent.gates = io.gates;
+  persistent.cells = io.cells;
+  persistent.h0 = io.h_state;
+  persistent.c_state = io.c_state;
+  if (try_persistent_forward(CellKind::kLstm, s, io.w_hr.defined(), rows, training, persistent)) {
+    return {io.y, persistent.h_n, io.c_state.to(dtype), io.gates, io.cells};
+  }
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  RK_DISPATCH_CUDA_FLOATING(dtype, "lstm_forward_cuda", [&] {
+    lstm_forward_steps<scalar_t>(s, rows, training, io, stream);
+  });
+  return {io.y, io.h_state, io.c_state.to(dtype), io.gates, io.cells};
+}
+
+struct LstmBackwardTensors {
+  at::Tensor dy, w_hh, w_hr, c0, gates, cells;  // inputs, contiguous
+  at::Tensor dxg, dr;      // dG_t per step; dh_t per step (projection only)
+  at::Tensor carry, dc;    // accumulation dtype: [B, H_out] and [B, H]
+  at::Tensor rec;          // [B, H_out] dG_{t+1} W_hh in the input dtype
+  bool rec_valid = false;  // whether rec holds a gradient for the current step
+};
+
+template <typename scalar_t>
+void lstm_backward_steps(const RecurrenceShape& s, const DeviceLengths& rows, int64_t tbptt,
+                         LstmBackwardTensors& io, cudaStream_t stream) {
+  using k_t = kernel_t<scalar_t>;
+  const int64_t B = s.batch, H = s.hidden, P = s.hidden_out;
+  const bool proj = io.w_hr.defined();
+  const at::ScalarType acc = acc_dtype(io.dy.scalar_type());
+  at::Tensor dh = at::empty({B, P}, io.dy.options().dtype(acc));
+  at::Tensor dh_full = proj ? at::empty({B, H}, io.dy.options().dtype(acc)) : dh;
+
+  for (int64_t t = s.steps - 1; t >= 0; --t) {
+    CarryCombineParams<k_t> c;
+    c.carry = acc_ptr<scalar_t>(io.carry);
+    c.rec = io.rec_valid ? ptr<scalar_t>(io.rec) : nullptr;
+    c.dy = ptr<scalar_t>(io.dy[t]);
+    c.dh = acc_ptr<scalar_t>(dh);
+    c.dh_rounded = proj ? ptr<scalar_t>(io.dr[t]) : nullptr;
+    c.rows = rows.at_step(t);
+    c.batch = B;
+    c.width = P;
+    check_launch(launch_carry_combine(c, stream), "the LSTM carry combine kernel");
+    if (proj) {
+      dh_full.copy_(at::mm(io.dr[t], io.w_hr));
+    }
+
+    LstmBackwardStepParams<k_t> p;
+    p.gates = ptr<scalar_t>(io.gates[t]);
+    p.cells = ptr<scalar_t>(io.cells[t]);
+    p.cells_prev = ptr<scalar_t>(t > 0 ? io.cells[t - 1] : io.c0);
+    p.dh = acc_ptr<scalar_t>(dh_full);
+    p.dc = acc_ptr<scalar_t>(io.dc);
+    p.dxg = ptr<scalar_t>(io.dxg[t]);
+    p.rows = rows.at_step(t);
+    p.batch = B;
+    p.hidden = H;
+    check_launch(launch_lstm_backward_step(p, stream), "the LSTM backward step kernel");
+
+    if (cuts_carry(tbptt, t)) {
+      io.carry.zero_();
+      io.dc.zero_();
+      io.rec_valid = false;
+    } else {
+      at::mm_out(io.rec, io.dxg[t], io.w_hh);
+      io.rec_valid = true;
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_backward_cuda(
+    const at::Tensor& dy, const at::Tensor& dh_n, const at::Tensor& dc_n, const at::Tensor& w_hh,
+    const at::Tensor& h0, const at::Tensor& c0, const std::optional<at::Tensor>& w_hr,
+    const std::optional<at::Tensor>& lengths, const at::Tensor& y, const at::Tensor& gates,
+    const at::Tensor& cells, int64_t tbptt) {
+  const at::NoGradGuard no_grad;  // autograd is the Function's job; buffers need none
+  const RecurrenceShape s = check_cuda_recurrence("lstm", gates, w_hh, 4);
+  const auto dtype = gates.scalar_type();
+  const auto device = gates.device();
+  const bool proj = w_hr.has_value();
+  check_cuda_operand(dy, "dy", {s.steps, s.batch, s.hidden_out}, dtype, device);
+  check_cuda_operand(y, "y", {s.steps, s.batch, s.hidden_out}, dtype, device);
+  check_cuda_operand(dh_n, "dh_n", {s.batch, s.hidden_out}, dtype, device);
+  check_cuda_operand(dc_n, "dc_n", {s.batch, s.hidden}, dtype, device);
+  check_cuda_operand(h0, "h0", {s.batch, s.hidden_out}, dtype, device);
+  check_cuda_operand(c0, "c0", {s.batch, s.hidden}, dtype, device);
+  check_cuda_operand(cells, "cells", {s.steps, s.batch, s.hidden}, dtype, device);
+  if (proj) {
+    check_cuda_operand(*w_hr, "w_hr", {s.hidden_out, s.hidden}, dtype, device);
+  }
+  const c10::cuda::CUDAGuard guard(device);
+  const DeviceLengths rows(lengths, s, device);
+
+  const auto opts = gates.options();
+  const at::ScalarType acc = acc_dtype(dtype);
+  LstmBackwardTensors io;
+  io.dy = dy.contiguous();
+  io.w_hh = w_hh.contiguous();
+  io.w_hr = proj ? w_hr->contiguous() : at::Tensor();
+  io.c0 = c0.contiguous();
+  io.gates = gates.contiguous();
+  io.cells = cells.contiguous();
+  io.dxg = new_output({s.steps, s.batch, 4 * s.hidden}, opts);
+  io.dr = proj ? new_output({s.steps, s.batch, s.hidden_out}, opts) : at::Tensor();
+  io.carry = dh_n.to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  io.dc = dc_n.to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
+  io.rec = at::empty({s.batch, s.hidden_out}, opts);
+  PersistentBackwardTensors persistent;
+  persistent.dy = io.dy;
+  persistent.w_hh = io.w_hh;
+  persistent.y = y.contiguous();
+  persistent.gates = io.gates;
+  persistent.cells = io.cells;
+  persistent.c0 = io.c0;
+  persistent.carry = io.carry;
+  persistent.dc = io.dc;
+  persistent.dxg = io.dxg;
+  if (!try_persistent_backward(CellKind::kLstm, s, proj, rows, tbptt, persistent)) {
+    const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    RK_DISPATCH_CUDA_FLOATING(dtype, "lstm_backward_cuda", [&] {
+      lstm_backward_steps<scalar_t>(s, rows, tbptt, io, stream);
+    });
+  }
+
+  const at::Tensor dh0 = (io.rec_valid ? io.carry + io.rec : io.carry).to(dtype);
+  const at::Tensor dxg_rows = io.dxg.view({-1, 4 * s.hidden});
+  at::Tensor dw_hh = at::mm(dxg_rows.t(), previous_hidden(h0.contiguous(), y.contiguous()));
+  at::Tensor dw_hr = at::empty({0}, opts);
+  if (proj) {
+    // Unprojected outputs o * tanh(c), recomputed; zero on ended rows.
+    const at::Tensor h_full = io.gates.narrow(2, 3 * s.hidden, s.hidden) * io.cells.tanh();
+    dw_hr = at::mm(io.dr.view({-1, s.hidden_out}).t(), h_full.view({-1, s.hidden}));
+  }
+  return {io.dxg, dw_hh, dh0, io.dc.to(dtype), dw_hr};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(rnnkernels, CUDA, m) {
+  m.impl("lstm_forward", &lstm_forward_cuda);
+  m.impl("lstm_backward", &lstm_backward_cuda);
+}
+
+}  // namespace cuda
+}  // namespace rnnkernels
