@@ -86,24 +86,38 @@ def make_hx(module, batch, *, dtype=torch.float64, seed=0):
     return (h, c), [h, c]
 
 
-def forward_backward(module, inputs, hx=(None, ()), *, seed=0):
+def forward_backward(module, inputs, hx=(None, ()), *, seed=0, device=None):
     """Runs module(input, hx), backpropagates random upstream gradients into
-    every output, returns {name: tensor} of outputs and all gradients."""
+    every output, returns {name: tensor} of outputs and all gradients.
+
+    With `device`, input and hx move there inside the graph (the leaves stay
+    where they are, so their gradients flow back through the moves) and every
+    result comes back on the CPU."""
     input_obj, input_leaves = inputs
     hx_obj, hx_leaves = hx
+    if device is not None:
+        input_obj = input_obj.to(device)
+        if isinstance(hx_obj, tuple):
+            hx_obj = tuple(h.to(device) for h in hx_obj)
+        elif hx_obj is not None:
+            hx_obj = hx_obj.to(device)
     for _, p in module.named_parameters():
         p.grad = None
     output, hidden = module(input_obj, hx_obj)
     out = output.data if isinstance(output, PackedSequence) else output
     states = hidden if isinstance(hidden, tuple) else (hidden,)
     g = torch.Generator().manual_seed(seed)
-    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (out, *states))
+    # The CPU generator draws the same numbers whatever the outputs' device.
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device)).sum()
+               for t in (out, *states))
     loss.backward()
     results = {"output": out.detach()}
     results.update({name: s.detach() for name, s in zip(("h_n", "c_n"), states, strict=False)})
     results.update({f"grad input[{i}]": leaf.grad for i, leaf in enumerate(input_leaves)})
     results.update({f"grad hx[{i}]": leaf.grad for i, leaf in enumerate(hx_leaves)})
     results.update({f"grad {name}": p.grad for name, p in module.named_parameters()})
+    if device is not None:
+        results = {name: t.cpu() for name, t in results.items()}
     return results
 
 

@@ -14,10 +14,10 @@ import subprocess
 import pytest
 import torch
 from torch.autograd import gradcheck
-from torch.nn.utils.rnn import PackedSequence
 
 import rnnkernels
-from helpers import MODULE_KINDS, OP_CELLS, make_hx, make_input, make_op_inputs, make_twins
+from helpers import (MODULE_KINDS, OP_CELLS, forward_backward, make_hx, make_input, make_op_inputs,
+                     make_twins)
 from rnnkernels import cuda_backend
 from rnnkernels.backends import BackendUnavailableError
 from tolerance import assert_all_close, assert_close, max_error
@@ -230,31 +230,6 @@ def test_op_gradcheck_float64(cell, proj, lengths, kernel_path):
     assert gradcheck(run, args)
 
 
-def _module_run(module, inputs, hx, device, seed=3):
-    """Forward + backward of `module` on device; leaves stay on the CPU (the
-    moves are part of the graph), results come back on the CPU."""
-    input_obj, input_leaves = inputs
-    hx_obj, hx_leaves = hx
-    for p in module.parameters():
-        p.grad = None
-    moved = input_obj.to(device)
-    moved_hx = None if hx_obj is None else (
-        tuple(h.to(device) for h in hx_obj) if isinstance(hx_obj, tuple) else hx_obj.to(device))
-    output, hidden = module(moved, moved_hx)
-    out = output.data if isinstance(output, PackedSequence) else output
-    states = hidden if isinstance(hidden, tuple) else (hidden,)
-    g = torch.Generator().manual_seed(seed)
-    loss = sum((t * torch.randn(t.shape, generator=g, dtype=torch.float64).to(t)).sum()
-               for t in (out, *states))
-    loss.backward()
-    results = {"output": out.detach()}
-    results.update({name: s.detach() for name, s in zip(("h_n", "c_n"), states, strict=False)})
-    results.update({f"grad input[{i}]": leaf.grad for i, leaf in enumerate(input_leaves)})
-    results.update({f"grad hx[{i}]": leaf.grad for i, leaf in enumerate(hx_leaves)})
-    results.update({f"grad {name}": p.grad for name, p in module.named_parameters()})
-    return {k: v.cpu() for k, v in results.items()}
-
-
 @needs_cuda
 @pytest.mark.parametrize("kind", list(MODULE_KINDS))
 @pytest.mark.parametrize("bidirectional", [False, True], ids=["unidir", "bidir"])
@@ -275,7 +250,7 @@ def test_module_matches_torch_nn_float64(kind, bidirectional, mode, tbptt, kerne
     def run(module, device):
         inputs = make_input(mode, steps, batch, features, seed=1)
         hx = make_hx(module, hx_batch, seed=2)
-        return _module_run(module, inputs, hx, device)
+        return forward_backward(module, inputs, hx, seed=3, device=device)
 
     expected = run(ours if tbptt else theirs, "cpu")
     assert_all_close(run(ours_cuda, "cuda"), expected)

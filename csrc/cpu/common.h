@@ -52,6 +52,21 @@ struct RecurrenceShape {
   int64_t gates;       // G
 };
 
+// The checks of the op contract's shapes that hold on every device; each
+// backend tests xg's device and dtype before them and w_hh's after them.
+inline RecurrenceShape recurrence_shape(const char* cell, const at::Tensor& xg,
+                                        const at::Tensor& w_hh, int64_t gates) {
+  TORCH_CHECK(xg.dim() == 3, cell, ": xg must be [T, B, ", gates,
+              "*H], got shape ", shape_of(xg));
+  TORCH_CHECK(xg.size(0) > 0, "Expected sequence length to be larger than 0 in RNN");
+  TORCH_CHECK(xg.size(2) % gates == 0, cell, ": xg's last dimension ", xg.size(2),
+              " is not a multiple of the ", gates, " gates");
+  TORCH_CHECK(w_hh.dim() == 2, cell, ": w_hh must be 2-D, got shape ",
+              shape_of(w_hh));
+  return RecurrenceShape{xg.size(0), xg.size(1), xg.size(2) / gates, w_hh.size(1),
+                         gates};
+}
+
 inline RecurrenceShape check_recurrence(const char* cell, const at::Tensor& xg,
                                         const at::Tensor& w_hh, int64_t gates) {
   TORCH_CHECK(xg.device().is_cpu(),
@@ -60,17 +75,83 @@ inline RecurrenceShape check_recurrence(const char* cell, const at::Tensor& xg,
   TORCH_CHECK(xg.scalar_type() == at::kFloat || xg.scalar_type() == at::kDouble,
               "rnnkernels cpu backend supports float32 and float64, got ",
               xg.scalar_type());
-  TORCH_CHECK(xg.dim() == 3, cell, ": xg must be [T, B, ", gates,
-              "*H], got shape ", shape_of(xg));
-  TORCH_CHECK(xg.size(0) > 0, "Expected sequence length to be larger than 0 in RNN");
-  TORCH_CHECK(xg.size(2) % gates == 0, cell, ": xg's last dimension ", xg.size(2),
-              " is not a multiple of the ", gates, " gates");
-  TORCH_CHECK(w_hh.dim() == 2, cell, ": w_hh must be 2-D, got shape ",
-              shape_of(w_hh));
-  RecurrenceShape s{xg.size(0), xg.size(1), xg.size(2) / gates, w_hh.size(1),
-                    gates};
+  const RecurrenceShape s = recurrence_shape(cell, xg, w_hh, gates);
   check_operand(w_hh, "w_hh", {gates * s.hidden, s.hidden_out}, xg.scalar_type());
   return s;
+}
+
+// check_operand bound to xg's dtype: the cpu backend's `check` for the
+// operand lists below.
+struct CpuOperandCheck {
+  at::ScalarType dtype;
+  void operator()(const at::Tensor& t, const char* name, at::IntArrayRef sizes) const {
+    check_operand(t, name, sizes, dtype);
+  }
+};
+
+// Each op's operands beside xg and w_hh, in the order every backend checks
+// them, so that the same bad input fails first on the same operand.
+// `check(t, name, sizes)` is the backend's test of device, dtype and shape.
+template <typename Check>
+void check_lstm_forward_operands(const RecurrenceShape& s, const at::Tensor& w_hh,
+                                 const at::Tensor& h0, const at::Tensor& c0,
+                                 const std::optional<at::Tensor>& w_hr, const Check& check) {
+  if (w_hr.has_value()) {
+    check(*w_hr, "w_hr", {s.hidden_out, s.hidden});
+  } else {
+    TORCH_CHECK(s.hidden_out == s.hidden, "lstm: w_hh has shape ", shape_of(w_hh),
+                ", which needs a projection w_hr [", s.hidden_out, ", ", s.hidden, "]");
+  }
+  check(h0, "h0", {s.batch, s.hidden_out});
+  check(c0, "c0", {s.batch, s.hidden});
+}
+
+template <typename Check>
+void check_lstm_backward_operands(const RecurrenceShape& s, const at::Tensor& dy,
+                                  const at::Tensor& y, const at::Tensor& dh_n,
+                                  const at::Tensor& dc_n, const at::Tensor& h0,
+                                  const at::Tensor& c0, const at::Tensor& cells,
+                                  const std::optional<at::Tensor>& w_hr, const Check& check) {
+  check(dy, "dy", {s.steps, s.batch, s.hidden_out});
+  check(y, "y", {s.steps, s.batch, s.hidden_out});
+  check(dh_n, "dh_n", {s.batch, s.hidden_out});
+  check(dc_n, "dc_n", {s.batch, s.hidden});
+  check(h0, "h0", {s.batch, s.hidden_out});
+  check(c0, "c0", {s.batch, s.hidden});
+  check(cells, "cells", {s.steps, s.batch, s.hidden});
+  if (w_hr.has_value()) {
+    check(*w_hr, "w_hr", {s.hidden_out, s.hidden});
+  }
+}
+
+template <typename Check>
+void check_gru_forward_operands(const RecurrenceShape& s, const at::Tensor& h0,
+                                const std::optional<at::Tensor>& b_hn, const Check& check) {
+  check(h0, "h0", {s.batch, s.hidden});
+  if (b_hn.has_value()) {
+    check(*b_hn, "b_hn", {s.hidden});
+  }
+}
+
+template <typename Check>
+void check_gru_backward_operands(const RecurrenceShape& s, const at::Tensor& dy,
+                                 const at::Tensor& y, const at::Tensor& hn,
+                                 const at::Tensor& dh_n, const at::Tensor& h0,
+                                 const Check& check) {
+  check(dy, "dy", {s.steps, s.batch, s.hidden});
+  check(y, "y", {s.steps, s.batch, s.hidden});
+  check(hn, "hn", {s.steps, s.batch, s.hidden});
+  check(dh_n, "dh_n", {s.batch, s.hidden});
+  check(h0, "h0", {s.batch, s.hidden});
+}
+
+template <typename Check>
+void check_rnn_backward_operands(const RecurrenceShape& s, const at::Tensor& dy,
+                                 const at::Tensor& dh_n, const at::Tensor& h0,
+                                 const Check& check) {
+  check(dy, "dy", {s.steps, s.batch, s.hidden});
+  check(dh_n, "dh_n", {s.batch, s.hidden});
+  check(h0, "h0", {s.batch, s.hidden});
 }
 
 // Variable lengths: row b takes part in step t while t < lengths[b]. Rows

@@ -73,10 +73,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward_cpu(
   const at::NoGradGuard no_grad;  // autograd is the Function's job; buffers need none
   const RecurrenceShape s = check_recurrence("gru", xg, w_hh, 3);
   const auto dtype = xg.scalar_type();
-  check_operand(h0, "h0", {s.batch, s.hidden}, dtype);
-  if (b_hn.has_value()) {
-    check_operand(*b_hn, "b_hn", {s.hidden}, dtype);
-  }
+  check_gru_forward_operands(s, h0, b_hn, CpuOperandCheck{dtype});
   const RowMask mask(lengths, s);
 
   const auto opts = xg.options();
@@ -157,11 +154,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_backward_cpu(
   const at::NoGradGuard no_grad;  // autograd is the Function's job; buffers need none
   const RecurrenceShape s = check_recurrence("gru", gates, w_hh, 3);
   const auto dtype = gates.scalar_type();
-  check_operand(dy, "dy", {s.steps, s.batch, s.hidden}, dtype);
-  check_operand(y, "y", {s.steps, s.batch, s.hidden}, dtype);
-  check_operand(hn, "hn", {s.steps, s.batch, s.hidden}, dtype);
-  check_operand(dh_n, "dh_n", {s.batch, s.hidden}, dtype);
-  check_operand(h0, "h0", {s.batch, s.hidden}, dtype);
+  check_gru_backward_operands(s, dy, y, hn, dh_n, h0, CpuOperandCheck{dtype});
   const RowMask mask(lengths, s);
 
   const auto opts = gates.options();

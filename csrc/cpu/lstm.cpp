@@ -94,14 +94,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forw
   const at::NoGradGuard no_grad;  // autograd is the Function's job; buffers need none
   const RecurrenceShape s = check_recurrence("lstm", xg, w_hh, 4);
   const auto dtype = xg.scalar_type();
-  if (w_hr.has_value()) {
-    check_operand(*w_hr, "w_hr", {s.hidden_out, s.hidden}, dtype);
-  } else {
-    TORCH_CHECK(s.hidden_out == s.hidden, "lstm: w_hh has shape ", shape_of(w_hh),
-                ", which needs a projection w_hr [", s.hidden_out, ", ", s.hidden, "]");
-  }
-  check_operand(h0, "h0", {s.batch, s.hidden_out}, dtype);
-  check_operand(c0, "c0", {s.batch, s.hidden}, dtype);
+  check_lstm_forward_operands(s, w_hh, h0, c0, w_hr, CpuOperandCheck{dtype});
   const RowMask mask(lengths, s);
 
   const auto opts = xg.options();
@@ -210,16 +203,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_back
   const RecurrenceShape s = check_recurrence("lstm", gates, w_hh, 4);
   const auto dtype = gates.scalar_type();
   const bool proj = w_hr.has_value();
-  check_operand(dy, "dy", {s.steps, s.batch, s.hidden_out}, dtype);
-  check_operand(y, "y", {s.steps, s.batch, s.hidden_out}, dtype);
-  check_operand(dh_n, "dh_n", {s.batch, s.hidden_out}, dtype);
-  check_operand(dc_n, "dc_n", {s.batch, s.hidden}, dtype);
-  check_operand(h0, "h0", {s.batch, s.hidden_out}, dtype);
-  check_operand(c0, "c0", {s.batch, s.hidden}, dtype);
-  check_operand(cells, "cells", {s.steps, s.batch, s.hidden}, dtype);
-  if (proj) {
-    check_operand(*w_hr, "w_hr", {s.hidden_out, s.hidden}, dtype);
-  }
+  check_lstm_backward_operands(s, dy, y, dh_n, dc_n, h0, c0, cells, w_hr,
+                               CpuOperandCheck{dtype});
   const RowMask mask(lengths, s);
 
   const auto opts = gates.options();

@@ -97,9 +97,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_backward_cpu(
   const at::NoGradGuard no_grad;  // autograd is the Function's job; buffers need none
   const RecurrenceShape s = check_recurrence("rnn", y, w_hh, 1);
   const auto dtype = y.scalar_type();
-  check_operand(dy, "dy", {s.steps, s.batch, s.hidden}, dtype);
-  check_operand(dh_n, "dh_n", {s.batch, s.hidden}, dtype);
-  check_operand(h0, "h0", {s.batch, s.hidden}, dtype);
+  check_rnn_backward_operands(s, dy, dh_n, h0, CpuOperandCheck{dtype});
   const RowMask mask(lengths, s);
 
   at::Tensor dxg = new_output({s.steps, s.batch, s.hidden}, y.options());

@@ -1,6 +1,6 @@
 // Device helpers shared by the step kernels: conversions between storage
 // and accumulation types, the variable-length row test, and the 1-D launch
-// shape of an elementwise kernel over B x W elements.
+// of an elementwise kernel over B x W elements.
 #pragma once
 
 #include <algorithm>
@@ -49,6 +49,19 @@ constexpr int64_t kMaxBlocks = 4096;
 
 inline unsigned int elementwise_blocks(int64_t elements) {
   return static_cast<unsigned int>(std::min<int64_t>((elements + kThreads - 1) / kThreads, kMaxBlocks));
+}
+
+// Launches an elementwise kernel over `elements` (B x W) on `stream` and
+// returns the launch's error; an empty problem launches nothing, since a
+// grid of zero blocks is itself a launch error.
+template <typename Params>
+cudaError_t launch_elementwise(void (*kernel)(Params), const Params& p, int64_t elements,
+                               cudaStream_t stream) {
+  if (elements == 0) {
+    return cudaSuccess;
+  }
+  kernel<<<elementwise_blocks(elements), kThreads, 0, stream>>>(p);
+  return cudaGetLastError();
 }
 
 #define RK_GRID_STRIDE_LOOP(index, count)                                                   \

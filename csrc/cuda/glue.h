@@ -1,7 +1,8 @@
 // Host-side helpers of the cuda backend's glue (*_cuda.cpp): argument checks
 // for CUDA tensors, the variable-length rows on the device, the dtype
-// mapping from ATen's scalar types to the kernels' CUDA types, and the
-// launch check that turns a CUDA error into a Python RuntimeError.
+// mapping from ATen's scalar types to the kernels' CUDA types, the launch
+// check that turns a CUDA error into a Python RuntimeError, and the
+// gradient carry that the backward step loops of all cells share.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -10,7 +11,10 @@
 
 #include <optional>
 
-#include "../cpu/common.h"  // new_output (NaN poisoning), RecurrenceShape, cuts_carry, previous_hidden
+#include <initializer_list>
+
+// new_output (NaN poisoning), RecurrenceShape and the shape checks, cuts_carry, previous_hidden
+#include "../cpu/common.h"
 #include "params.h"
 
 namespace rnnkernels {
@@ -51,6 +55,12 @@ typename AccOf<kernel_t<scalar_t>>::type* acc_ptr(const at::Tensor& t) {
   return t.defined() ? t.data_ptr<acc_t>() : nullptr;
 }
 
+// A contiguous copy of `t` in the accumulation dtype: the form of the state
+// and gradient carries an op keeps across steps.
+inline at::Tensor acc_copy(const at::Tensor& t) {
+  return t.to(acc_dtype(t.scalar_type()), /*non_blocking=*/false, /*copy=*/true).contiguous();
+}
+
 inline void check_launch(cudaError_t error, const char* what) {
   TORCH_CHECK(error == cudaSuccess, "rnnkernels cuda backend: launching ", what,
               " failed: ", cudaGetErrorString(error));
@@ -67,6 +77,16 @@ inline void check_cuda_operand(const at::Tensor& t, const char* name, at::IntArr
               ", expected ", sizes);
 }
 
+// check_cuda_operand bound to xg's dtype and device: the cuda backend's
+// `check` for the operand lists of cpu/common.h.
+struct CudaOperandCheck {
+  at::ScalarType dtype;
+  at::Device device;
+  void operator()(const at::Tensor& t, const char* name, at::IntArrayRef sizes) const {
+    check_cuda_operand(t, name, sizes, dtype, device);
+  }
+};
+
 inline RecurrenceShape check_cuda_recurrence(const char* cell, const at::Tensor& xg,
                                              const at::Tensor& w_hh, int64_t gates) {
   TORCH_CHECK(xg.is_cuda(), "rnnkernels cuda backend runs on CUDA tensors, got xg on ",
@@ -76,12 +96,7 @@ inline RecurrenceShape check_cuda_recurrence(const char* cell, const at::Tensor&
                   dtype == at::kBFloat16,
               "rnnkernels cuda backend supports float32, float64, float16 and bfloat16, got ",
               dtype);
-  TORCH_CHECK(xg.dim() == 3, cell, ": xg must be [T, B, ", gates, "*H], got shape ", shape_of(xg));
-  TORCH_CHECK(xg.size(0) > 0, "Expected sequence length to be larger than 0 in RNN");
-  TORCH_CHECK(xg.size(2) % gates == 0, cell, ": xg's last dimension ", xg.size(2),
-              " is not a multiple of the ", gates, " gates");
-  TORCH_CHECK(w_hh.dim() == 2, cell, ": w_hh must be 2-D, got shape ", shape_of(w_hh));
-  RecurrenceShape s{xg.size(0), xg.size(1), xg.size(2) / gates, w_hh.size(1), gates};
+  const RecurrenceShape s = recurrence_shape(cell, xg, w_hh, gates);
   check_cuda_operand(w_hh, "w_hh", {gates * s.hidden, s.hidden_out}, dtype, xg.device());
   return s;
 }
@@ -117,6 +132,62 @@ class DeviceLengths {
  private:
   at::Tensor on_device_;
 };
+
+// dG_{t+1} W_hh, the part of the gradient carried into h_t that a GEMM
+// makes after step t+1, in the input dtype. It is kept apart from the acc_t
+// carry so that the combine kernel adds it in acc_t; there is none at
+// t = T-1 nor where tbptt cut the carry.
+class RecurrentGrad {
+ public:
+  RecurrentGrad(int64_t batch, int64_t width, const at::TensorOptions& options)
+      : rec_(at::empty({batch, width}, options)) {}
+
+  // After step t's kernels: at a tbptt cut, zeroes the carries and drops
+  // the product; else computes dg_t W_hh for step t-1.
+  void after_step(int64_t tbptt, int64_t t, const at::Tensor& dg_t, const at::Tensor& w_hh,
+                  std::initializer_list<at::Tensor> carries) {
+    if (cuts_carry(tbptt, t)) {
+      for (const at::Tensor& carry : carries) {
+        carry.zero_();
+      }
+      valid_ = false;
+    } else {
+      at::mm_out(rec_, dg_t, w_hh);
+      valid_ = true;
+    }
+  }
+
+  // After the loop: carry + dG_0 W_hh, the whole gradient of h0.
+  at::Tensor added_to(const at::Tensor& carry) const { return valid_ ? carry + rec_ : carry; }
+
+  template <typename scalar_t>
+  const kernel_t<scalar_t>* ptr_or_null() const {
+    return valid_ ? ptr<scalar_t>(rec_) : nullptr;
+  }
+
+ private:
+  at::Tensor rec_;
+  bool valid_ = false;  // whether rec_ holds a gradient for the current step
+};
+
+// Step t's carry combine (step_backward.cu): dh = carry + dG_{t+1} W_hh + dy_t
+// on active rows, and the carry keeps what ended rows pass on. dh_rounded
+// (the LSTM projection's dr_t) gets dh in the input dtype, unless undefined.
+template <typename scalar_t>
+void combine_carry(const at::Tensor& carry, const RecurrentGrad& rec, const at::Tensor& dy_t,
+                   const at::Tensor& dh, const at::Tensor& dh_rounded, RowLengths rows,
+                   const char* what, cudaStream_t stream) {
+  CarryCombineParams<kernel_t<scalar_t>> c;
+  c.carry = acc_ptr<scalar_t>(carry);
+  c.rec = rec.ptr_or_null<scalar_t>();
+  c.dy = ptr<scalar_t>(dy_t);
+  c.dh = acc_ptr<scalar_t>(dh);
+  c.dh_rounded = ptr<scalar_t>(dh_rounded);
+  c.rows = rows;
+  c.batch = carry.size(0);
+  c.width = carry.size(1);
+  check_launch(launch_carry_combine(c, stream), what);
+}
 
 // Dispatches `body` (a lambda using scalar_t) over the four supported dtypes.
 #define RK_DISPATCH_CUDA_FLOATING(dtype, name, ...) \

@@ -56,10 +56,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward_cuda(
   const RecurrenceShape s = check_cuda_recurrence("gru", xg, w_hh, 3);
   const auto dtype = xg.scalar_type();
   const auto device = xg.device();
-  check_cuda_operand(h0, "h0", {s.batch, s.hidden}, dtype, device);
-  if (b_hn.has_value()) {
-    check_cuda_operand(*b_hn, "b_hn", {s.hidden}, dtype, device);
-  }
+  check_gru_forward_operands(s, h0, b_hn, CudaOperandCheck{dtype, device});
   const c10::cuda::CUDAGuard guard(device);
   const DeviceLengths rows(lengths, s, device);
 
@@ -73,7 +70,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward_cuda(
   io.gates = new_output({saved_steps, s.batch, 3 * s.hidden}, opts);
   io.hn = new_output({saved_steps, s.batch, s.hidden}, opts);
   io.h_state = h0.contiguous().clone();
-  io.h_acc = h0.to(acc_dtype(dtype), /*non_blocking=*/false, /*copy=*/true).contiguous();
+  io.h_acc = acc_copy(h0);
   PersistentForwardTensors persistent;
   persistent.xg = io.xg;
   persistent.w_hh = io.w_hh;
@@ -97,26 +94,16 @@ struct GruBackwardTensors {
   at::Tensor dy, w_hh, h0, y, gates, hn;  // inputs, contiguous
   at::Tensor dxg, dg_rec;                 // [dr, dz, dn] and [dr, dz, dhn] per step
   at::Tensor carry;                       // [B, H] accumulation dtype
-  at::Tensor rec;                         // [B, H] dG_{t+1} W_hh in the input dtype
-  bool rec_valid = false;                 // whether rec holds a gradient for the current step
 };
 
 template <typename scalar_t>
 void gru_backward_steps(const RecurrenceShape& s, const DeviceLengths& rows, int64_t tbptt,
-                        GruBackwardTensors& io, cudaStream_t stream) {
+                        GruBackwardTensors& io, RecurrentGrad& rec, cudaStream_t stream) {
   using k_t = kernel_t<scalar_t>;
   at::Tensor dh = at::empty({s.batch, s.hidden}, io.carry.options());
   for (int64_t t = s.steps - 1; t >= 0; --t) {
-    CarryCombineParams<k_t> c;
-    c.carry = acc_ptr<scalar_t>(io.carry);
-    c.rec = io.rec_valid ? ptr<scalar_t>(io.rec) : nullptr;
-    c.dy = ptr<scalar_t>(io.dy[t]);
-    c.dh = acc_ptr<scalar_t>(dh);
-    c.dh_rounded = nullptr;
-    c.rows = rows.at_step(t);
-    c.batch = s.batch;
-    c.width = s.hidden;
-    check_launch(launch_carry_combine(c, stream), "the GRU carry combine kernel");
+    combine_carry<scalar_t>(io.carry, rec, io.dy[t], dh, at::Tensor(), rows.at_step(t),
+                            "the GRU carry combine kernel", stream);
 
     GruBackwardStepParams<k_t> p;
     p.gates = ptr<scalar_t>(io.gates[t]);
@@ -131,13 +118,7 @@ void gru_backward_steps(const RecurrenceShape& s, const DeviceLengths& rows, int
     p.hidden = s.hidden;
     check_launch(launch_gru_backward_step(p, stream), "the GRU backward step kernel");
 
-    if (cuts_carry(tbptt, t)) {
-      io.carry.zero_();
-      io.rec_valid = false;
-    } else {
-      at::mm_out(io.rec, io.dg_rec[t], io.w_hh);
-      io.rec_valid = true;
-    }
+    rec.after_step(tbptt, t, io.dg_rec[t], io.w_hh, {io.carry});
   }
 }
 
@@ -149,11 +130,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_backward_cuda(
   const RecurrenceShape s = check_cuda_recurrence("gru", gates, w_hh, 3);
   const auto dtype = gates.scalar_type();
   const auto device = gates.device();
-  check_cuda_operand(dy, "dy", {s.steps, s.batch, s.hidden}, dtype, device);
-  check_cuda_operand(y, "y", {s.steps, s.batch, s.hidden}, dtype, device);
-  check_cuda_operand(hn, "hn", {s.steps, s.batch, s.hidden}, dtype, device);
-  check_cuda_operand(dh_n, "dh_n", {s.batch, s.hidden}, dtype, device);
-  check_cuda_operand(h0, "h0", {s.batch, s.hidden}, dtype, device);
+  check_gru_backward_operands(s, dy, y, hn, dh_n, h0, CudaOperandCheck{dtype, device});
   const c10::cuda::CUDAGuard guard(device);
   const DeviceLengths rows(lengths, s, device);
 
@@ -167,8 +144,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_backward_cuda(
   io.hn = hn.contiguous();
   io.dxg = new_output({s.steps, s.batch, 3 * s.hidden}, opts);
   io.dg_rec = new_output({s.steps, s.batch, 3 * s.hidden}, opts);
-  io.carry = dh_n.to(acc_dtype(dtype), /*non_blocking=*/false, /*copy=*/true).contiguous();
-  io.rec = at::empty({s.batch, s.hidden}, opts);
+  io.carry = acc_copy(dh_n);
+  RecurrentGrad rec(s.batch, s.hidden, opts);
   PersistentBackwardTensors persistent;
   persistent.dy = io.dy;
   persistent.w_hh = io.w_hh;
@@ -182,11 +159,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_backward_cuda(
   if (!try_persistent_backward(CellKind::kGru, s, false, rows, tbptt, persistent)) {
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     RK_DISPATCH_CUDA_FLOATING(dtype, "gru_backward_cuda", [&] {
-      gru_backward_steps<scalar_t>(s, rows, tbptt, io, stream);
+      gru_backward_steps<scalar_t>(s, rows, tbptt, io, rec, stream);
     });
   }
 
-  const at::Tensor dh0 = (io.rec_valid ? io.carry + io.rec : io.carry).to(dtype);
+  const at::Tensor dh0 = rec.added_to(io.carry).to(dtype);
   at::Tensor dw_hh = at::mm(io.dg_rec.view({-1, 3 * s.hidden}).t(), previous_hidden(io.h0, io.y));
   at::Tensor db_hn = has_b_hn ? io.dg_rec.narrow(2, 2 * s.hidden, s.hidden).sum({0, 1})
                               : at::empty({0}, opts);

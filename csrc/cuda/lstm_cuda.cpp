@@ -75,14 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forw
   const RecurrenceShape s = check_cuda_recurrence("lstm", xg, w_hh, 4);
   const auto dtype = xg.scalar_type();
   const auto device = xg.device();
-  if (w_hr.has_value()) {
-    check_cuda_operand(*w_hr, "w_hr", {s.hidden_out, s.hidden}, dtype, device);
-  } else {
-    TORCH_CHECK(s.hidden_out == s.hidden, "lstm: w_hh has shape ", shape_of(w_hh),
-                ", which needs a projection w_hr [", s.hidden_out, ", ", s.hidden, "]");
-  }
-  check_cuda_operand(h0, "h0", {s.batch, s.hidden_out}, dtype, device);
-  check_cuda_operand(c0, "c0", {s.batch, s.hidden}, dtype, device);
+  check_lstm_forward_operands(s, w_hh, h0, c0, w_hr, CudaOperandCheck{dtype, device});
   const c10::cuda::CUDAGuard guard(device);
   const DeviceLengths rows(lengths, s, device);
 
@@ -96,7 +89,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forw
   io.gates = new_output({saved_steps, s.batch, 4 * s.hidden}, opts);
   io.cells = new_output({saved_steps, s.batch, s.hidden}, opts);
   io.h_state = h0.contiguous().clone();
-  io.c_state = c0.to(acc_dtype(dtype), /*non_blocking=*/false, /*copy=*/true).contiguous();
+  io.c_state = acc_copy(c0);
   PersistentForwardTensors persistent;
   persistent.xg = io.xg;
   persistent.w_hh = io.w_hh;
@@ -117,15 +110,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forw
 
 struct LstmBackwardTensors {
   at::Tensor dy, w_hh, w_hr, c0, gates, cells;  // inputs, contiguous
-  at::Tensor dxg, dr;      // dG_t per step; dh_t per step (projection only)
-  at::Tensor carry, dc;    // accumulation dtype: [B, H_out] and [B, H]
-  at::Tensor rec;          // [B, H_out] dG_{t+1} W_hh in the input dtype
-  bool rec_valid = false;  // whether rec holds a gradient for the current step
+  at::Tensor dxg, dr;    // dG_t per step; dh_t per step (projection only)
+  at::Tensor carry, dc;  // accumulation dtype: [B, H_out] and [B, H]
 };
 
 template <typename scalar_t>
 void lstm_backward_steps(const RecurrenceShape& s, const DeviceLengths& rows, int64_t tbptt,
-                         LstmBackwardTensors& io, cudaStream_t stream) {
+                         LstmBackwardTensors& io, RecurrentGrad& rec, cudaStream_t stream) {
   using k_t = kernel_t<scalar_t>;
   const int64_t B = s.batch, H = s.hidden, P = s.hidden_out;
   const bool proj = io.w_hr.defined();
@@ -134,16 +125,8 @@ void lstm_backward_steps(const RecurrenceShape& s, const DeviceLengths& rows, in
   at::Tensor dh_full = proj ? at::empty({B, H}, io.dy.options().dtype(acc)) : dh;
 
   for (int64_t t = s.steps - 1; t >= 0; --t) {
-    CarryCombineParams<k_t> c;
-    c.carry = acc_ptr<scalar_t>(io.carry);
-    c.rec = io.rec_valid ? ptr<scalar_t>(io.rec) : nullptr;
-    c.dy = ptr<scalar_t>(io.dy[t]);
-    c.dh = acc_ptr<scalar_t>(dh);
-    c.dh_rounded = proj ? ptr<scalar_t>(io.dr[t]) : nullptr;
-    c.rows = rows.at_step(t);
-    c.batch = B;
-    c.width = P;
-    check_launch(launch_carry_combine(c, stream), "the LSTM carry combine kernel");
+    combine_carry<scalar_t>(io.carry, rec, io.dy[t], dh, proj ? io.dr[t] : at::Tensor(),
+                            rows.at_step(t), "the LSTM carry combine kernel", stream);
     if (proj) {
       dh_full.copy_(at::mm(io.dr[t], io.w_hr));
     }
@@ -160,14 +143,7 @@ void lstm_backward_steps(const RecurrenceShape& s, const DeviceLengths& rows, in
     p.hidden = H;
     check_launch(launch_lstm_backward_step(p, stream), "the LSTM backward step kernel");
 
-    if (cuts_carry(tbptt, t)) {
-      io.carry.zero_();
-      io.dc.zero_();
-      io.rec_valid = false;
-    } else {
-      at::mm_out(io.rec, io.dxg[t], io.w_hh);
-      io.rec_valid = true;
-    }
+    rec.after_step(tbptt, t, io.dxg[t], io.w_hh, {io.carry, io.dc});
   }
 }
 
@@ -181,21 +157,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_back
   const auto dtype = gates.scalar_type();
   const auto device = gates.device();
   const bool proj = w_hr.has_value();
-  check_cuda_operand(dy, "dy", {s.steps, s.batch, s.hidden_out}, dtype, device);
-  check_cuda_operand(y, "y", {s.steps, s.batch, s.hidden_out}, dtype, device);
-  check_cuda_operand(dh_n, "dh_n", {s.batch, s.hidden_out}, dtype, device);
-  check_cuda_operand(dc_n, "dc_n", {s.batch, s.hidden}, dtype, device);
-  check_cuda_operand(h0, "h0", {s.batch, s.hidden_out}, dtype, device);
-  check_cuda_operand(c0, "c0", {s.batch, s.hidden}, dtype, device);
-  check_cuda_operand(cells, "cells", {s.steps, s.batch, s.hidden}, dtype, device);
-  if (proj) {
-    check_cuda_operand(*w_hr, "w_hr", {s.hidden_out, s.hidden}, dtype, device);
-  }
+  check_lstm_backward_operands(s, dy, y, dh_n, dc_n, h0, c0, cells, w_hr,
+                               CudaOperandCheck{dtype, device});
   const c10::cuda::CUDAGuard guard(device);
   const DeviceLengths rows(lengths, s, device);
 
   const auto opts = gates.options();
-  const at::ScalarType acc = acc_dtype(dtype);
   LstmBackwardTensors io;
   io.dy = dy.contiguous();
   io.w_hh = w_hh.contiguous();
@@ -205,9 +172,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_back
   io.cells = cells.contiguous();
   io.dxg = new_output({s.steps, s.batch, 4 * s.hidden}, opts);
   io.dr = proj ? new_output({s.steps, s.batch, s.hidden_out}, opts) : at::Tensor();
-  io.carry = dh_n.to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
-  io.dc = dc_n.to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
-  io.rec = at::empty({s.batch, s.hidden_out}, opts);
+  io.carry = acc_copy(dh_n);
+  io.dc = acc_copy(dc_n);
+  RecurrentGrad rec(s.batch, s.hidden_out, opts);
   PersistentBackwardTensors persistent;
   persistent.dy = io.dy;
   persistent.w_hh = io.w_hh;
@@ -221,11 +188,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_back
   if (!try_persistent_backward(CellKind::kLstm, s, proj, rows, tbptt, persistent)) {
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     RK_DISPATCH_CUDA_FLOATING(dtype, "lstm_backward_cuda", [&] {
-      lstm_backward_steps<scalar_t>(s, rows, tbptt, io, stream);
+      lstm_backward_steps<scalar_t>(s, rows, tbptt, io, rec, stream);
     });
   }
 
-  const at::Tensor dh0 = (io.rec_valid ? io.carry + io.rec : io.carry).to(dtype);
+  const at::Tensor dh0 = rec.added_to(io.carry).to(dtype);
   const at::Tensor dxg_rows = io.dxg.view({-1, 4 * s.hidden});
   at::Tensor dw_hh = at::mm(dxg_rows.t(), previous_hidden(h0.contiguous(), y.contiguous()));
   at::Tensor dw_hr = at::empty({0}, opts);

@@ -191,8 +191,20 @@ namespace cuda {
 
 enum class CellKind { kLstm, kGru, kRnnTanh, kRnnRelu };
 
+// What both persistent kernels take beside their tensors: the problem's
+// sizes, the rows' lengths and the grid barrier.
+struct PersistentGridParams {
+  const int64_t* lengths;             // [B] on the device, or nullptr for full length
+  unsigned long long* barrier_count;  // 8 bytes, zeroed before the launch
+  int64_t steps;                      // T
+  int64_t batch;                      // B
+  int64_t hidden;                     // H
+  int units_per_cta;                  // U
+  long long spin_limit_cycles;        // a barrier wait longer than this traps instead of hanging
+};
+
 template <typename scalar_t>
-struct PersistentForwardParams {
+struct PersistentForwardParams : PersistentGridParams {
   using acc_t = typename AccOf<scalar_t>::type;
   const scalar_t* xg;    // [T, B, G*H] all steps' input projections
   const scalar_t* w_hh;  // [G*H, H_out] row-major (H_out = H: no projection on this path)
@@ -204,14 +216,7 @@ struct PersistentForwardParams {
   scalar_t* gates;       // [S, B, G*H] saved activations (LSTM, GRU), S = T or 1
   scalar_t* cells;       // [S, B, H] LSTM's saved c_t, or nullptr
   scalar_t* hn;          // [S, B, H] GRU's saved W_hn h + b_hn, or nullptr
-  const int64_t* lengths;             // [B] on the device, or nullptr for full length
-  unsigned long long* barrier_count;  // 8 bytes, zeroed before the launch
-  int64_t steps;       // T
-  int64_t batch;       // B
-  int64_t hidden;      // H
-  bool training;       // S = T (save every step) or 1
-  int units_per_cta;   // U
-  long long spin_limit_cycles;  // a barrier wait longer than this traps instead of hanging
+  bool training;         // S = T (save every step) or 1
 };
 
 // How a persistent launch is sized, or why it cannot be made.
@@ -249,7 +254,7 @@ namespace rnnkernels {
 namespace cuda {
 
 template <typename scalar_t>
-struct PersistentBackwardParams {
+struct PersistentBackwardParams : PersistentGridParams {
   using acc_t = typename AccOf<scalar_t>::type;
   const scalar_t* dy;     // [T, B, H] gradient of y
   const scalar_t* w_hh;   // [G*H, H] row-major (no projection on this path)
@@ -263,14 +268,7 @@ struct PersistentBackwardParams {
   acc_t* dc;              // [B, H] LSTM in: dc_n; out: dc0; else nullptr
   scalar_t* dxg;          // [T, B, G*H] out: dG_t (the input-side gradient)
   scalar_t* dg_rec;       // [T, B, G*H] GRU out: [dr, dz, dhn], the gradient W_hh sees; else nullptr
-  const int64_t* lengths;             // [B] on the device, or nullptr for full length
-  unsigned long long* barrier_count;  // 8 bytes, zeroed before the launch
-  int64_t steps;   // T
-  int64_t batch;   // B
-  int64_t hidden;  // H
-  int64_t tbptt;   // 0: full BPTT; k > 0: step t adds nothing to dh_{t-1}, dc_{t-1} at t = k, 2k, ...
-  int units_per_cta;            // U
-  long long spin_limit_cycles;  // a barrier wait longer than this traps instead of hanging
+  int64_t tbptt;          // 0: full BPTT; k > 0: step t adds nothing to dh_{t-1}, dc_{t-1} at t = k, 2k, ...
 };
 
 template <typename scalar_t>

@@ -181,10 +181,7 @@ PersistentPlan plan_persistent_backward(CellKind cell, int64_t batch, int64_t hi
 template <typename scalar_t>
 cudaError_t launch_persistent_backward(const PersistentBackwardParams<scalar_t>& p, CellKind cell,
                                        const PersistentPlan& plan, cudaStream_t stream) {
-  PersistentBackwardParams<scalar_t> params = p;
-  void* args[] = {&params};
-  return cudaLaunchCooperativeKernel(kernel_for<scalar_t>(cell), dim3(plan.ctas),
-                                     dim3(kPersistentThreads), args, plan.shared_bytes, stream);
+  return launch_cooperative(kernel_for<scalar_t>(cell), p, plan, stream);
 }
 
 #define RK_INSTANTIATE_PERSISTENT_BACKWARD(scalar_t)                                             \

@@ -5,7 +5,8 @@
 // launches, size U so one CTA per SM covers H, check the shared memory fits,
 // set the kernel's shared-memory attribute, query its occupancy with that
 // same shared memory and block size, and refuse when more CTAs are needed
-// than can be resident. Every refusal is a reason, never a launch.
+// than can be resident. Every refusal is a reason, never a launch. Last,
+// the cooperative launch itself.
 #pragma once
 
 #include "params.h"
@@ -83,6 +84,16 @@ inline PersistentPlan plan_cooperative_grid(const void* kernel, int gates, int64
   plan.units_per_cta = static_cast<int>(units);
   plan.shared_bytes = shared;
   return plan;
+}
+
+// Launches `kernel` (a persistent kernel taking Params by value) cooperatively
+// on the grid `plan` sized; returns the launch's error.
+template <typename Params>
+cudaError_t launch_cooperative(const void* kernel, Params params, const PersistentPlan& plan,
+                               cudaStream_t stream) {
+  void* args[] = {&params};
+  return cudaLaunchCooperativeKernel(kernel, dim3(plan.ctas), dim3(kPersistentThreads), args,
+                                     plan.shared_bytes, stream);
 }
 
 }  // namespace cuda

@@ -2,6 +2,7 @@
 #include "persistent_glue.h"
 
 #include <cstdlib>
+#include <string>
 
 namespace rnnkernels {
 namespace cuda {
@@ -29,15 +30,48 @@ const char* cell_name(CellKind cell) {
   return "?";
 }
 
+// Whether `plan` lets the launch go ahead; a refusal raises when the path was
+// forced. `what` names the op in the message ("lstm", "the gru backward").
+bool plan_accepted(const PersistentPlan& plan, bool forced, const std::string& what,
+                   const RecurrenceShape& s) {
+  if (plan.refusal == nullptr) {
+    return true;
+  }
+  TORCH_CHECK(!forced, "rnnkernels cuda backend: RNNKERNELS_CUDA_PATH=persistent, but ", what,
+              " with B=", s.batch, ", H=", s.hidden, " cannot run on it: ", plan.refusal);
+  return false;
+}
+
+// Fills what both persistent kernels take beside their tensors; `counter`
+// is the zeroed int64 the grid barrier counts in.
+void fill_grid_params(PersistentGridParams& p, const RecurrenceShape& s, const DeviceLengths& rows,
+                      const at::Tensor& counter, const PersistentPlan& plan) {
+  p.lengths = rows.at_step(0).lengths;
+  p.barrier_count = reinterpret_cast<unsigned long long*>(counter.data_ptr<int64_t>());
+  p.steps = s.steps;
+  p.batch = s.batch;
+  p.hidden = s.hidden;
+  p.units_per_cta = plan.units_per_cta;
+  p.spin_limit_cycles = kSpinLimitCycles;
+}
+
+// Whether the launch ran. A grid too large to be resident is the one error
+// left to the step path, unless the path was forced; any other error raises.
+bool launched(cudaError_t error, bool forced, const char* what) {
+  if (error == cudaErrorCooperativeLaunchTooLarge && !forced) {
+    cudaGetLastError();  // not sticky: clear it and let the step path run
+    return false;
+  }
+  check_launch(error, what);
+  return true;
+}
+
 template <typename scalar_t>
 bool run_forward(CellKind cell, const RecurrenceShape& s, const DeviceLengths& rows, bool training,
                  bool forced, PersistentForwardTensors& io) {
   using k_t = kernel_t<scalar_t>;
   const PersistentPlan plan = plan_persistent_forward<k_t>(cell, s.batch, s.hidden);
-  if (plan.refusal != nullptr) {
-    TORCH_CHECK(!forced, "rnnkernels cuda backend: RNNKERNELS_CUDA_PATH=persistent, but ",
-                cell_name(cell), " with B=", s.batch, ", H=", s.hidden, " cannot run on it: ",
-                plan.refusal);
+  if (!plan_accepted(plan, forced, cell_name(cell), s)) {
     return false;
   }
   at::Tensor h_buffers = at::empty({2, s.batch, s.hidden}, io.xg.options());
@@ -55,21 +89,12 @@ bool run_forward(CellKind cell, const RecurrenceShape& s, const DeviceLengths& r
   p.gates = ptr<scalar_t>(io.gates);
   p.cells = ptr<scalar_t>(io.cells);
   p.hn = ptr<scalar_t>(io.hn);
-  p.lengths = rows.at_step(0).lengths;
-  p.barrier_count = reinterpret_cast<unsigned long long*>(counter.data_ptr<int64_t>());
-  p.steps = s.steps;
-  p.batch = s.batch;
-  p.hidden = s.hidden;
   p.training = training;
-  p.units_per_cta = plan.units_per_cta;
-  p.spin_limit_cycles = kSpinLimitCycles;
-  const cudaError_t error =
-      launch_persistent_forward(p, cell, plan, c10::cuda::getCurrentCUDAStream());
-  if (error == cudaErrorCooperativeLaunchTooLarge && !forced) {
-    cudaGetLastError();  // not sticky: clear it and let the step path run
+  fill_grid_params(p, s, rows, counter, plan);
+  if (!launched(launch_persistent_forward(p, cell, plan, c10::cuda::getCurrentCUDAStream()),
+                forced, "the persistent forward kernel")) {
     return false;
   }
-  check_launch(error, "the persistent forward kernel");
   io.h_n = h_buffers[s.steps % 2].clone();
   return true;
 }
@@ -79,10 +104,7 @@ bool run_backward(CellKind cell, const RecurrenceShape& s, const DeviceLengths& 
                   bool forced, PersistentBackwardTensors& io) {
   using k_t = kernel_t<scalar_t>;
   const PersistentPlan plan = plan_persistent_backward<k_t>(cell, s.batch, s.hidden);
-  if (plan.refusal != nullptr) {
-    TORCH_CHECK(!forced, "rnnkernels cuda backend: RNNKERNELS_CUDA_PATH=persistent, but the ",
-                cell_name(cell), " backward with B=", s.batch, ", H=", s.hidden,
-                " cannot run on it: ", plan.refusal);
+  if (!plan_accepted(plan, forced, std::string("the ") + cell_name(cell) + " backward", s)) {
     return false;
   }
   const at::Tensor counter = at::zeros({1}, io.dy.options().dtype(at::kLong));
@@ -99,22 +121,10 @@ bool run_backward(CellKind cell, const RecurrenceShape& s, const DeviceLengths& 
   p.dc = acc_ptr<scalar_t>(io.dc);
   p.dxg = ptr<scalar_t>(io.dxg);
   p.dg_rec = ptr<scalar_t>(io.dg_rec);
-  p.lengths = rows.at_step(0).lengths;
-  p.barrier_count = reinterpret_cast<unsigned long long*>(counter.data_ptr<int64_t>());
-  p.steps = s.steps;
-  p.batch = s.batch;
-  p.hidden = s.hidden;
   p.tbptt = tbptt;
-  p.units_per_cta = plan.units_per_cta;
-  p.spin_limit_cycles = kSpinLimitCycles;
-  const cudaError_t error =
-      launch_persistent_backward(p, cell, plan, c10::cuda::getCurrentCUDAStream());
-  if (error == cudaErrorCooperativeLaunchTooLarge && !forced) {
-    cudaGetLastError();  // not sticky: clear it and let the step path run
-    return false;
-  }
-  check_launch(error, "the persistent backward kernel");
-  return true;
+  fill_grid_params(p, s, rows, counter, plan);
+  return launched(launch_persistent_backward(p, cell, plan, c10::cuda::getCurrentCUDAStream()),
+                  forced, "the persistent backward kernel");
 }
 
 // Whether RNNKERNELS_CUDA_PATH and the problem ask for the persistent path;

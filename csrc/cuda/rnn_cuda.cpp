@@ -68,22 +68,12 @@ template <typename scalar_t>
 void rnn_backward_steps(const RecurrenceShape& s, const DeviceLengths& rows, bool relu,
                         int64_t tbptt, const at::Tensor& dy, const at::Tensor& w_hh,
                         const at::Tensor& y, at::Tensor& dxg, at::Tensor& carry,
-                        cudaStream_t stream) {
+                        RecurrentGrad& rec, cudaStream_t stream) {
   using k_t = kernel_t<scalar_t>;
   at::Tensor dh = at::empty_like(carry);
-  at::Tensor rec = at::empty({s.batch, s.hidden}, dy.options());
-  bool rec_valid = false;  // whether rec holds dG_{t+1} W_hh for the current step
   for (int64_t t = s.steps - 1; t >= 0; --t) {
-    CarryCombineParams<k_t> c;
-    c.carry = acc_ptr<scalar_t>(carry);
-    c.rec = rec_valid ? ptr<scalar_t>(rec) : nullptr;
-    c.dy = ptr<scalar_t>(dy[t]);
-    c.dh = acc_ptr<scalar_t>(dh);
-    c.dh_rounded = nullptr;
-    c.rows = rows.at_step(t);
-    c.batch = s.batch;
-    c.width = s.hidden;
-    check_launch(launch_carry_combine(c, stream), "the RNN carry combine kernel");
+    combine_carry<scalar_t>(carry, rec, dy[t], dh, at::Tensor(), rows.at_step(t),
+                            "the RNN carry combine kernel", stream);
 
     RnnBackwardStepParams<k_t> p;
     p.y = ptr<scalar_t>(y[t]);
@@ -94,16 +84,7 @@ void rnn_backward_steps(const RecurrenceShape& s, const DeviceLengths& rows, boo
     p.hidden = s.hidden;
     check_launch(launch_rnn_backward_step(p, relu, stream), "the RNN backward step kernel");
 
-    if (cuts_carry(tbptt, t)) {
-      carry.zero_();
-      rec_valid = false;
-    } else {
-      at::mm_out(rec, dxg[t], w_hh);
-      rec_valid = true;
-    }
-  }
-  if (rec_valid) {
-    carry.add_(rec);
+    rec.after_step(tbptt, t, dxg[t], w_hh, {carry});
   }
 }
 
@@ -114,14 +95,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_backward_cuda(
   const RecurrenceShape s = check_cuda_recurrence("rnn", y, w_hh, 1);
   const auto dtype = y.scalar_type();
   const auto device = y.device();
-  check_cuda_operand(dy, "dy", {s.steps, s.batch, s.hidden}, dtype, device);
-  check_cuda_operand(dh_n, "dh_n", {s.batch, s.hidden}, dtype, device);
-  check_cuda_operand(h0, "h0", {s.batch, s.hidden}, dtype, device);
+  check_rnn_backward_operands(s, dy, dh_n, h0, CudaOperandCheck{dtype, device});
   const c10::cuda::CUDAGuard guard(device);
   const DeviceLengths rows(lengths, s, device);
 
   at::Tensor dxg = new_output({s.steps, s.batch, s.hidden}, y.options());
-  at::Tensor carry = dh_n.to(acc_dtype(dtype), /*non_blocking=*/false, /*copy=*/true).contiguous();
+  at::Tensor carry = acc_copy(dh_n);
+  RecurrentGrad rec(s.batch, s.hidden, y.options());
   const at::Tensor dy_c = dy.contiguous();
   const at::Tensor y_c = y.contiguous();
   const at::Tensor w_hh_c = w_hh.contiguous();
@@ -135,11 +115,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_backward_cuda(
                                tbptt, persistent)) {
     const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
     RK_DISPATCH_CUDA_FLOATING(dtype, "rnn_backward_cuda", [&] {
-      rnn_backward_steps<scalar_t>(s, rows, relu, tbptt, dy_c, w_hh_c, y_c, dxg, carry, stream);
+      rnn_backward_steps<scalar_t>(s, rows, relu, tbptt, dy_c, w_hh_c, y_c, dxg, carry, rec,
+                                   stream);
     });
   }
   at::Tensor dw_hh = at::mm(dxg.view({-1, s.hidden}).t(), previous_hidden(h0.contiguous(), y_c));
-  return {dxg, dw_hh, carry.to(dtype)};
+  return {dxg, dw_hh, rec.added_to(carry).to(dtype)};
 }
 
 }  // namespace

@@ -96,47 +96,25 @@ __global__ void rnn_backward_step_kernel(const RnnBackwardStepParams<scalar_t> p
 
 template <typename scalar_t>
 cudaError_t launch_carry_combine(const CarryCombineParams<scalar_t>& p, cudaStream_t stream) {
-  const int64_t n = p.batch * p.width;
-  if (n == 0) {
-    return cudaSuccess;
-  }
-  carry_combine_kernel<scalar_t><<<elementwise_blocks(n), kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch_elementwise(carry_combine_kernel<scalar_t>, p, p.batch * p.width, stream);
 }
 
 template <typename scalar_t>
 cudaError_t launch_lstm_backward_step(const LstmBackwardStepParams<scalar_t>& p, cudaStream_t stream) {
-  const int64_t n = p.batch * p.hidden;
-  if (n == 0) {
-    return cudaSuccess;
-  }
-  lstm_backward_step_kernel<scalar_t><<<elementwise_blocks(n), kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch_elementwise(lstm_backward_step_kernel<scalar_t>, p, p.batch * p.hidden, stream);
 }
 
 template <typename scalar_t>
 cudaError_t launch_gru_backward_step(const GruBackwardStepParams<scalar_t>& p, cudaStream_t stream) {
-  const int64_t n = p.batch * p.hidden;
-  if (n == 0) {
-    return cudaSuccess;
-  }
-  gru_backward_step_kernel<scalar_t><<<elementwise_blocks(n), kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch_elementwise(gru_backward_step_kernel<scalar_t>, p, p.batch * p.hidden, stream);
 }
 
 template <typename scalar_t>
 cudaError_t launch_rnn_backward_step(const RnnBackwardStepParams<scalar_t>& p, bool relu,
                                      cudaStream_t stream) {
-  const int64_t n = p.batch * p.hidden;
-  if (n == 0) {
-    return cudaSuccess;
-  }
-  if (relu) {
-    rnn_backward_step_kernel<scalar_t, true><<<elementwise_blocks(n), kThreads, 0, stream>>>(p);
-  } else {
-    rnn_backward_step_kernel<scalar_t, false><<<elementwise_blocks(n), kThreads, 0, stream>>>(p);
-  }
-  return cudaGetLastError();
+  return launch_elementwise(relu ? rnn_backward_step_kernel<scalar_t, true>
+                                 : rnn_backward_step_kernel<scalar_t, false>,
+                            p, p.batch * p.hidden, stream);
 }
 
 #define RK_INSTANTIATE_BACKWARD(scalar_t)                                                         \

@@ -106,47 +106,25 @@ __global__ void rnn_forward_step_kernel(const RnnForwardStepParams<scalar_t> p) 
 
 template <typename scalar_t>
 cudaError_t launch_lstm_forward_step(const LstmForwardStepParams<scalar_t>& p, cudaStream_t stream) {
-  const int64_t n = p.batch * p.hidden;
-  if (n == 0) {
-    return cudaSuccess;
-  }
-  lstm_forward_step_kernel<scalar_t><<<elementwise_blocks(n), kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch_elementwise(lstm_forward_step_kernel<scalar_t>, p, p.batch * p.hidden, stream);
 }
 
 template <typename scalar_t>
 cudaError_t launch_masked_state_update(const MaskedStateUpdateParams<scalar_t>& p, cudaStream_t stream) {
-  const int64_t n = p.batch * p.width;
-  if (n == 0) {
-    return cudaSuccess;
-  }
-  masked_state_update_kernel<scalar_t><<<elementwise_blocks(n), kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch_elementwise(masked_state_update_kernel<scalar_t>, p, p.batch * p.width, stream);
 }
 
 template <typename scalar_t>
 cudaError_t launch_gru_forward_step(const GruForwardStepParams<scalar_t>& p, cudaStream_t stream) {
-  const int64_t n = p.batch * p.hidden;
-  if (n == 0) {
-    return cudaSuccess;
-  }
-  gru_forward_step_kernel<scalar_t><<<elementwise_blocks(n), kThreads, 0, stream>>>(p);
-  return cudaGetLastError();
+  return launch_elementwise(gru_forward_step_kernel<scalar_t>, p, p.batch * p.hidden, stream);
 }
 
 template <typename scalar_t>
 cudaError_t launch_rnn_forward_step(const RnnForwardStepParams<scalar_t>& p, bool relu,
                                     cudaStream_t stream) {
-  const int64_t n = p.batch * p.hidden;
-  if (n == 0) {
-    return cudaSuccess;
-  }
-  if (relu) {
-    rnn_forward_step_kernel<scalar_t, true><<<elementwise_blocks(n), kThreads, 0, stream>>>(p);
-  } else {
-    rnn_forward_step_kernel<scalar_t, false><<<elementwise_blocks(n), kThreads, 0, stream>>>(p);
-  }
-  return cudaGetLastError();
+  return launch_elementwise(relu ? rnn_forward_step_kernel<scalar_t, true>
+                                 : rnn_forward_step_kernel<scalar_t, false>,
+                            p, p.batch * p.hidden, stream);
 }
 
 #define RK_INSTANTIATE_FORWARD(scalar_t)                                                        \
