@@ -1,5 +1,6 @@
 # The two commands of README.md:
-#   make demo   set up .venv, build, run the main job (currently the demo)
+#   make demo   set up .venv, build, run the main job: the character-level language
+#               model (python -m rnnkernels charlm; writes runs/charlm/)
 #   make test   set up .venv, build, run the test suite
 # `make setup` alone (re)builds; it reruns whenever a source of the build changes.
 
@@ -17,7 +18,7 @@ $(STAMP): $(BUILD_INPUTS)
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m rnnkernels demo
+	$(PY) -m rnnkernels charlm
 
 test: $(STAMP)
 	RNNKERNELS_REQUIRE_CPU_BACKEND=1 $(PY) -m pytest

@@ -8,6 +8,7 @@ See DESIGN.md for the op contract each backend implements.
 """
 
 from .backends import BACKEND_NAMES, BackendUnavailableError, available_backends
+from .convert import convert, to_torch
 from .function import recurrence
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 
@@ -16,4 +17,5 @@ __version__ = "0.1.0"
 __all__ = [
     "LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell",
     "available_backends", "BACKEND_NAMES", "BackendUnavailableError", "recurrence",
+    "convert", "to_torch",
 ]
