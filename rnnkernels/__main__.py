@@ -25,13 +25,7 @@ def build_parser():
     parser = argparse.ArgumentParser(prog="python -m rnnkernels")
     commands = parser.add_subparsers(dest="command", required=True)
     for module_name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as error:  # TEMPORARY while the command is being written
-            if error.name != module_name and not module_name.startswith(error.name + "."):
-                raise
-            continue
-        module.add_command(commands)
+        importlib.import_module(module_name).add_command(commands)
     backends = commands.add_parser("backends", help="list the backends and whether they run here")
     backends.set_defaults(run=_backends)
     return parser
