@@ -190,3 +190,23 @@ def test_fullgraph_compile_on_gpu_matches_eager(kind, monkeypatch):
     actual = forward_backward(compiled, inputs, hx, seed=3)
     assert_all_close({k: v.cpu() for k, v in actual.items()}, {k: v.cpu() for k, v in expected.items()})
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("mutation, message", [
+    (lambda a: a.update(w_hh=a["w_hh"][:, :-1]), r"w_hh has shape \[20, 4\], which needs a projection"),
+    (lambda a: a.update(h0=a["h0"][:2]), r"h0 has shape \[2, 5\], expected \[3, 5\]"),
+    (lambda a: a.update(c0=a["c0"].double()), r"c0 has dtype torch.float64 but xg has dtype torch.float32"),
+    (lambda a: a.update(xg=a["xg"][:, :, :-1]), r"xg's last dimension 19 is not a multiple of the 4 gates"),
+    (lambda a: a.update(xg=a["xg"][:0]), r"Expected sequence length to be larger than 0"),
+    (lambda a: a.update(lengths=torch.tensor([5, 1, 1])), r"lengths\[0\] = 5 is outside \[0, 4\]"),
+    (lambda a: a.update(lengths=torch.tensor([1, 1])), r"lengths must be an int64 tensor of shape \[3\]"),
+], ids=["w_hh_columns", "h0_batch", "c0_dtype", "xg_gates", "zero_steps", "long_length", "short_lengths"])
+def test_op_argument_errors_name_the_shapes(mutation, message):
+    """The backend refuses what the C++ ops refuse, with the same wording
+    (lengths stay on the CPU, where their values are checked without a sync)."""
+    inputs = make_op_inputs("lstm", 4, 3, 5, dtype=torch.float32)
+    args = {k: None if v is None or k == "lengths" else v.detach().to(DEVICE) for k, v in inputs.items()}
+    mutation(args)
+    with pytest.raises(RuntimeError, match=message):
+        rnnkernels.recurrence("lstm", args["xg"], args["w_hh"], args["h0"], args["c0"],
+                              lengths=args["lengths"], backend="triton")

@@ -11,10 +11,11 @@ import triton
 import triton.language as tl
 
 from . import backward as bwd
+from . import checks
 from . import forward as fwd
 
 CELL_CODES = {"lstm": fwd.LSTM, "gru": fwd.GRU, "rnn_tanh": fwd.RNN_TANH, "rnn_relu": fwd.RNN_RELU}
-GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+GATES = checks.GATES
 PATHS = ("step", "sequence")
 
 # The sequence kernel gives each block of rows one program that streams all of
@@ -81,6 +82,8 @@ def acc_dtype(dtype):
 
 def forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, save):
     """y [T, B, H_out], h_n, c_n (empty unless lstm), and hs, cs, gates, aux (see forward.py)."""
+    checks.check_forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths)
+    checks.check_length_values(lengths, xg.shape[0])
     steps, batch, gate_width = xg.shape
     g = GATES[cell]
     hidden, hidden_out = gate_width // g, w_hh.shape[1]
