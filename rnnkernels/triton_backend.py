@@ -64,7 +64,9 @@ class TritonBackend:
     def forward(self, cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, needs_backward):
         from .triton_kernels import ops  # noqa: F401 - registers torch.ops.rnnkernels.triton_*
 
-        if lengths is not None:  # checked on the CPU, where the modules keep them, before the copy
+        if lengths is not None and lengths.device != xg.device:
+            # the op checks lengths' values only where reading them costs no sync: do it
+            # here, on the CPU where the modules keep them, before the copy
             from .triton_kernels.checks import check_length_values
 
             check_length_values(lengths, xg.shape[0])

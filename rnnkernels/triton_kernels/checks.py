@@ -4,7 +4,7 @@ the shapes instead of reaching a kernel with wrong strides."""
 
 import torch
 
-GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
+from ..contract import CELL_GATES
 
 
 def _require(condition, message):
@@ -21,7 +21,7 @@ def _operand(t, name, sizes, xg):
 
 def check_forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths):
     """The shapes of the op contract (rnnkernels/contract.py); returns (T, B, H, H_out)."""
-    gates = GATES[cell]
+    gates = CELL_GATES[cell]
     _require(xg.dim() == 3, f"{cell}: xg must be [T, B, {gates}*H], got shape {list(xg.shape)}")
     _require(xg.shape[0] > 0, "Expected sequence length to be larger than 0 in RNN")
     _require(xg.shape[2] % gates == 0,

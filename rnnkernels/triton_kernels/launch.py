@@ -10,12 +10,12 @@ import torch
 import triton
 import triton.language as tl
 
+from ..contract import CELL_GATES
 from . import backward as bwd
 from . import checks
 from . import forward as fwd
 
 CELL_CODES = {"lstm": fwd.LSTM, "gru": fwd.GRU, "rnn_tanh": fwd.RNN_TANH, "rnn_relu": fwd.RNN_RELU}
-GATES = checks.GATES
 PATHS = ("step", "sequence")
 
 # The sequence kernel gives each block of rows one program that streams all of
@@ -39,7 +39,7 @@ def choose_path(cell, batch, hidden, hidden_out, dtype):
         if forced not in PATHS:
             raise ValueError(f"RNNKERNELS_TRITON_PATH must be one of {', '.join(PATHS)}, got {forced!r}")
         return forced
-    weight_bytes = GATES[cell] * hidden * hidden_out * dtype.itemsize
+    weight_bytes = CELL_GATES[cell] * hidden * hidden_out * dtype.itemsize
     return "sequence" if weight_bytes <= SEQUENCE_MAX_WEIGHT_BYTES else "step"
 
 
@@ -85,7 +85,7 @@ def forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, save):
     checks.check_forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths)
     checks.check_length_values(lengths, xg.shape[0])
     steps, batch, gate_width = xg.shape
-    g = GATES[cell]
+    g = CELL_GATES[cell]
     hidden, hidden_out = gate_width // g, w_hh.shape[1]
     dtype, acc = xg.dtype, acc_dtype(xg.dtype)
     acc_tl, precision = _numerics(dtype)
@@ -115,7 +115,7 @@ def forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, save):
                 dummy if lengths is None else lengths, hs, cs if cell == "lstm" else dummy, y,
                 gates if save else dummy, aux if aux.numel() else dummy)
     rows = triton.cdiv(batch, block_b)
-    if steps and path == "sequence":
+    if path == "sequence":  # steps >= 1: check_forward refuses empty sequences
         fwd.forward_sequence_kernel[(rows,)](
             steps, *pointers[:3], dummy if w_hr is None else w_hr, *pointers[3:],
             batch, hidden, hidden_out, slots, **flags, RESIDENT=resident, **tiles,
@@ -137,7 +137,7 @@ def forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, save):
 def backward(cell, tbptt, w_hh, w_hr, lengths, hs, cs, gates, aux, dy, dh_n, dc_n, has_b_hn):
     """dxg, dw_hh, dh0, dc0, db_hn, dw_hr (the last three empty when the cell lacks them)."""
     steps, batch, gate_width = gates.shape
-    g = GATES[cell]
+    g = CELL_GATES[cell]
     hidden, hidden_out = gate_width // g, w_hh.shape[1]
     dtype = hs.dtype
     acc = acc_dtype(dtype)

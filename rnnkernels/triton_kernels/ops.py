@@ -8,6 +8,7 @@ as in the C++ ops of csrc/ops.cpp.
 import torch
 from torch import Tensor
 
+from ..contract import CELL_GATES
 from . import launch
 
 
@@ -22,7 +23,7 @@ def triton_forward(cell: str, xg: Tensor, w_hh: Tensor, h0: Tensor, c0: Tensor |
 @triton_forward.register_fake
 def _(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, save):
     steps, batch, gate_width = xg.shape
-    hidden, hidden_out = gate_width // launch.GATES[cell], w_hh.shape[1]
+    hidden, hidden_out = gate_width // CELL_GATES[cell], w_hh.shape[1]
     acc = launch.acc_dtype(xg.dtype)
     slots = steps + 1 if save else 2
     cs_steps = slots if cell == "lstm" else 0
@@ -49,7 +50,7 @@ def triton_backward(cell: str, tbptt: int, w_hh: Tensor, w_hr: Tensor | None, le
 @triton_backward.register_fake
 def _(cell, tbptt, w_hh, w_hr, lengths, hs, cs, gates, aux, dy, dh_n, dc_n, has_b_hn):
     steps, batch, gate_width = gates.shape
-    hidden = gate_width // launch.GATES[cell]
+    hidden = gate_width // CELL_GATES[cell]
     return (dy.new_empty((steps, batch, gate_width)), w_hh.new_empty(w_hh.shape), dy.new_empty(dh_n.shape),
             dy.new_empty((batch, hidden) if cell == "lstm" else (0,)),
             dy.new_empty((hidden,) if has_b_hn else (0,)),
