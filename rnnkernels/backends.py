@@ -6,6 +6,8 @@ Names follow DESIGN.md. A backend is an object implementing the op contract
 
 import importlib
 
+import torch
+
 BACKEND_NAMES = ("reference", "cpu", "triton", "cuda")
 
 # Where each backend's class lives, imported on first use: importing triton or
@@ -64,7 +66,19 @@ def require_backend(name):
 
 def select_backend(name, device, dtype):
     """The backend object that runs tensors of this device and dtype."""
+    return backend_implementation(selected_backend_name(name, device.type, dtype))
+
+
+# torch.compile runs a traced forward's Python once, at trace time: choosing a
+# backend imports modules and asks the dispatcher what is registered, which
+# Dynamo cannot trace. Marked constant, the choice runs eagerly while tracing
+# and its result (a name) goes into the graph's guards as a constant.
+@torch.compiler.assume_constant_result
+def selected_backend_name(name, device_type, dtype):
+    """The name of the backend that `name` ('auto' or a backend) resolves to for
+    tensors on `device_type` in `dtype`; BackendUnavailableError if none can run them."""
     require_backend(name)
+    device = torch.device(device_type)
     if name == "auto":
         for candidate in _AUTO_ORDER:
             if unavailable_reason(candidate) is None:
@@ -72,12 +86,11 @@ def select_backend(name, device, dtype):
                 if getattr(backend, "emulated", False):  # e.g. Triton's interpreter: for tests, never fast
                     continue
                 if backend.unsupported_reason(device, dtype) is None:
-                    return backend
+                    return candidate
         raise BackendUnavailableError(
             f"no rnnkernels backend runs {dtype} tensors on {device}: "
             f"{backend_implementation('reference').unsupported_reason(device, dtype)}")
-    backend = backend_implementation(name)
-    reason = backend.unsupported_reason(device, dtype)
+    reason = backend_implementation(name).unsupported_reason(device, dtype)
     if reason is not None:
         raise BackendUnavailableError(f"backend '{name}' cannot run this input: {reason}")
-    return backend
+    return name

@@ -26,6 +26,21 @@ from torch import Tensor
 CELL_GATES = {"lstm": 4, "gru": 3, "rnn_tanh": 1, "rnn_relu": 1}
 
 
+def check_tbptt(tbptt):
+    """ValueError unless tbptt is None (full BPTT) or a positive int."""
+    if tbptt is None:
+        return
+    if isinstance(tbptt, bool) or not isinstance(tbptt, int) or tbptt < 1:
+        raise ValueError(
+            f"tbptt must be None (full BPTT) or a positive int number of steps, got {tbptt!r}")
+
+
+def check_cell(cell):
+    """ValueError unless `cell` is one of CELL_GATES."""
+    if cell not in CELL_GATES:
+        raise ValueError(f"cell must be one of {', '.join(repr(c) for c in CELL_GATES)}, got {cell!r}")
+
+
 class RecurrenceGrads(NamedTuple):
     """What a backend's backward returns; None for inputs the cell lacks."""
 

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from .modules import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
-from .modules.options import check_tbptt
+from .contract import check_tbptt
 
 __all__ = ["convert", "to_torch"]
 

@@ -19,6 +19,12 @@ def load_extension():
     return _EXTENSION, _LOAD_ERROR
 
 
+def _own(y, needs_backward):
+    """The backward's copy of the states in y: the caller may change y in place
+    (the saved-tensor rule, rnnkernels/function.py)."""
+    return y.clone() if needs_backward else None
+
+
 class CpuBackend:
     name = "cpu"
 
@@ -37,12 +43,12 @@ class CpuBackend:
         if cell == "lstm":
             y, h_n, c_n, gates, cells = ops.lstm_forward(
                 xg, w_hh, h0, c0, w_hr, lengths, needs_backward)
-            return y, h_n, c_n, (w_hh, h0, c0, w_hr, lengths, y, gates, cells)
+            return y, h_n, c_n, (w_hh, h0, c0, w_hr, lengths, _own(y, needs_backward), gates, cells)
         if cell == "gru":
             y, h_n, gates, hn = ops.gru_forward(xg, w_hh, h0, b_hn, lengths, needs_backward)
-            return y, h_n, None, (w_hh, h0, b_hn, lengths, y, gates, hn)
+            return y, h_n, None, (w_hh, h0, b_hn, lengths, _own(y, needs_backward), gates, hn)
         y, h_n = ops.rnn_forward(xg, w_hh, h0, lengths, cell == "rnn_relu")
-        return y, h_n, None, (w_hh, h0, lengths, y)
+        return y, h_n, None, (w_hh, h0, lengths, _own(y, needs_backward))
 
     def backward(self, cell, tbptt, saved, dy, dh_n, dc_n):
         ops = torch.ops.rnnkernels

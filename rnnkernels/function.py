@@ -1,50 +1,185 @@
 """The autograd Function over the op contract, and its functional entry point.
 
-Every backend runs through RecurrenceFunction: forward saves what the
-backend asks for, backward hands it back with the upstream gradients.
+Every backend runs through RecurrenceFunction.
+
+- Forward runs the backend's kernels and keeps what the backend asks for.
+- First-order backward (grad mode off, the usual `.backward()`) hands that
+  back to the backend's own backward kernels.
+- Backward with grad mode on (`create_graph=True`, and every torch.func
+  transform, which always differentiates that way) must return gradients that
+  are themselves differentiable. It recomputes the layer through the reference
+  backend and differentiates that with torch.func.vjp, which composes with
+  autograd, vmap and further transforms. Double backward therefore costs one
+  reference forward and backward on top of the first.
+- Forward mode (torch.func.jvp, jacfwd, forward_ad) uses the jvp of the same
+  reference recurrence.
+
+The saved-tensor rule: the Function saves its own inputs (so autograd's
+version counters catch an in-place change to a weight, as torch.nn's do), and
+a backend's saved tensors are buffers it owns. No saved tensor is an output
+the caller receives, so in-place ops on y, h_n and c_n are always safe.
 """
 
 import torch
 
 from .backends import select_backend
+from .contract import check_cell, check_tbptt
+from .reference import run_recurrence
 
-DOUBLE_BACKWARD_ERROR = (
-    "rnnkernels: the recurrence's backward is not differentiable; double backward "
-    "(differentiating a gradient taken with create_graph=True) is not supported")
+# Positions of the differentiable inputs of RecurrenceFunction.forward.
+_TENSOR_INPUTS = ("xg", "w_hh", "h0", "c0", "b_hn", "w_hr")
+
+
+class _BackendSaved:
+    """The backend's saved tensors, passed from forward to setup_context as one
+    non-tensor output, so autograd neither tracks nor returns them."""
+
+    __slots__ = ("tensors",)
+
+    def __init__(self, tensors):
+        self.tensors = tensors
 
 
 class RecurrenceFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, backend, cell, tbptt, xg, w_hh, h0, c0, b_hn, w_hr, lengths):
-        needs_backward = any(ctx.needs_input_grad[3:9])
+    def forward(backend, cell, tbptt, needs_backward, xg, w_hh, h0, c0, b_hn, w_hr, lengths):
         y, h_n, c_n, saved = backend.forward(
             cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, needs_backward)
-        ctx.backend, ctx.cell, ctx.tbptt = backend, cell, tbptt
-        if needs_backward:
-            ctx.save_for_backward(*saved)
-        return y, h_n, c_n
+        return y, h_n, c_n, _BackendSaved(tuple(saved) if needs_backward else ())
 
     @staticmethod
-    def backward(ctx, dy, dh_n, dc_n):
-        with torch.no_grad():
-            grads = ctx.backend.backward(ctx.cell, ctx.tbptt, ctx.saved_tensors, dy, dh_n, dc_n)
-        if torch.is_grad_enabled():  # create_graph=True: these gradients depend on the inputs
-            grads = [None if g is None else _Underivable.apply(g.detach().requires_grad_())
-                     for g in grads]
-        return (None, None, None, *grads, None)
-
-
-class _Underivable(torch.autograd.Function):
-    """Identity whose own backward refuses, so a second differentiation fails
-    loudly instead of treating the gradient as a constant."""
+    def setup_context(ctx, inputs, output):
+        backend, cell, tbptt, _, xg, w_hh, h0, c0, b_hn, w_hr, lengths = inputs
+        ctx.backend, ctx.cell, ctx.lengths = backend, cell, lengths
+        # tbptt >= T never cuts: normalised so no backend sees a huge int
+        ctx.tbptt = tbptt if tbptt is not None and tbptt < xg.shape[0] else None
+        saved = output[3].tensors
+        ctx.backend_saved = len(saved)
+        ctx.save_for_backward(xg, w_hh, h0, c0, b_hn, w_hr, *saved)
+        ctx.save_for_forward(xg, w_hh, h0, c0, b_hn, w_hr)
+        ctx.set_materialize_grads(False)
 
     @staticmethod
-    def forward(ctx, grad):
-        return grad.clone()
+    def backward(ctx, dy, dh_n, dc_n, _):
+        saved = ctx.saved_tensors
+        inputs, backend_saved = saved[:len(_TENSOR_INPUTS)], saved[len(_TENSOR_INPUTS):]
+        y_like = _outputs_like(ctx.cell, inputs)
+        dy, dh_n, dc_n = (torch.zeros_like(like) if g is None and like is not None else g
+                          for g, like in zip((dy, dh_n, dc_n), y_like, strict=True))
+        if torch.is_grad_enabled() or not ctx.backend_saved:
+            grads = _differentiable_backward(ctx, inputs, dy, dh_n, dc_n)
+        else:
+            grads = ctx.backend.backward(ctx.cell, ctx.tbptt, backend_saved, dy, dh_n, dc_n)
+        return (None, None, None, None, *grads, None)
+
+
+class TransformableRecurrenceFunction(RecurrenceFunction):
+    """RecurrenceFunction plus forward mode and a vmap rule, for eager code and
+    torch.func. Dynamo cannot trace an autograd.Function that has a jvp, so
+    under torch.compile the plain RecurrenceFunction runs instead."""
 
     @staticmethod
-    def backward(ctx, _):
-        raise RuntimeError(DOUBLE_BACKWARD_ERROR)
+    def jvp(ctx, *tangents):
+        inputs = ctx.saved_tensors
+        tangents = tangents[4:4 + len(_TENSOR_INPUTS)]
+        present = [i for i, t in enumerate(inputs) if t is not None]
+        run = _reference_on(ctx.cell, inputs, present, ctx.lengths, None)
+        tangent_in = tuple(torch.zeros_like(inputs[i]) if tangents[i] is None else tangents[i]
+                           for i in present)
+        _, out_tangents = torch.func.jvp(run, tuple(inputs[i] for i in present), tangent_in)
+        dy, dh_n, dc_n = (*out_tangents, None)[:3]
+        return dy, dh_n, dc_n, None
+
+    @staticmethod
+    def vmap(info, in_dims, backend, cell, tbptt, needs_backward, *tensors):
+        """torch.func.vmap (and jacfwd, hessian): rows of the recurrence are
+        independent, so a vmapped dimension over xg, h0 and c0 only joins the
+        batch; a vmapped weight or lengths runs the recurrence once per entry."""
+        dims = dict(zip(_TENSOR_INPUTS + ("lengths",), in_dims[4:], strict=True))
+        named = dict(zip(_TENSOR_INPUTS + ("lengths",), tensors, strict=True))
+        size = info.batch_size
+        static = (backend, cell, tbptt, needs_backward)
+        if all(dims[k] is None for k in ("w_hh", "b_hn", "w_hr", "lengths")):
+            return _vmap_into_batch(static, named, dims, size)
+        outputs = []
+        for index in range(size):
+            one = {k: v if v is None or dims[k] is None else v.select(dims[k], index)
+                   for k, v in named.items()}
+            outputs.append(TransformableRecurrenceFunction.apply(*static, *one.values()))
+        y, h_n, c_n = (None if outputs[0][i] is None else torch.stack([o[i] for o in outputs])
+                       for i in range(3))
+        return (y, h_n, c_n, outputs[0][3]), (0, 0, None if c_n is None else 0, None)
+
+
+def _vmap_into_batch(static, named, dims, size):
+    """RecurrenceFunction.vmap where only xg, h0 and c0 carry the vmapped
+    dimension: it is folded into the batch, [V, B] -> V*B rows."""
+    steps, batch = named["xg"].shape[-3:-1] if dims["xg"] is None else (
+        named["xg"].movedim(dims["xg"], 0).shape[1:3])
+
+    def rows(name, lead):  # the tensor as [V, *lead, B, ...], then V and B merged
+        t = named[name]
+        if t is None:
+            return None
+        t = t.movedim(dims[name], 0) if dims[name] is not None else t.expand(size, *t.shape)
+        if lead:  # xg: [V, T, B, G*H] -> [T, V*B, G*H]
+            return t.movedim(0, 1).reshape(steps, size * batch, t.shape[-1])
+        return t.reshape(size * batch, t.shape[-1])
+
+    lengths = named["lengths"]
+    y, h_n, c_n, saved = TransformableRecurrenceFunction.apply(
+        *static, rows("xg", True), named["w_hh"], rows("h0", False), rows("c0", False),
+        named["b_hn"], named["w_hr"], None if lengths is None else lengths.repeat(size))
+    y = y.reshape(steps, size, batch, y.shape[-1])
+    h_n = h_n.reshape(size, batch, h_n.shape[-1])
+    c_n = None if c_n is None else c_n.reshape(size, batch, c_n.shape[-1])
+    return (y, h_n, c_n, saved), (1, 0, None if c_n is None else 0, None)
+
+
+def _reference_on(cell, inputs, present, lengths, tbptt):
+    """The reference recurrence as a function of the inputs at `present` (the
+    others fixed), returning its tensor outputs only, for torch.func."""
+
+    def run(*args):
+        full = list(inputs)
+        for index, value in zip(present, args, strict=True):
+            full[index] = value
+        y, h, c = run_recurrence(cell, *full, lengths=lengths, tbptt=tbptt)
+        return (y, h) if c is None else (y, h, c)
+
+    return run
+
+
+def _outputs_like(cell, inputs):
+    """Tensors shaped as y, h_n and c_n (None for a cell without c), for zero gradients."""
+    xg, w_hh, h0, c0 = inputs[:4]
+    y = xg.new_empty((xg.shape[0], xg.shape[1], w_hh.shape[1])) if xg is not None else None
+    return y, h0, c0 if cell == "lstm" else None
+
+
+def _differentiable_backward(ctx, inputs, dy, dh_n, dc_n):
+    """The gradients as differentiable functions of the inputs and of dy, dh_n,
+    dc_n: the vjp of the reference recurrence, recomputed from the inputs."""
+    present = [i for i, t in enumerate(inputs) if t is not None]
+    run = _reference_on(ctx.cell, inputs, present, ctx.lengths, ctx.tbptt)
+    _, vjp = torch.func.vjp(run, *(inputs[i] for i in present))
+    upstream = (dy, dh_n) if ctx.cell != "lstm" else (dy, dh_n, dc_n)
+    by_input = dict(zip(present, vjp(upstream), strict=True))
+    return [by_input.get(i) for i in range(len(inputs))]
+
+
+def needs_backward(*tensors):
+    """Whether autograd will ask for the backward of a recurrence on these inputs."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def apply_recurrence(backend, cell, tbptt, xg, w_hh, h0, c0=None, b_hn=None, w_hr=None, lengths=None):
+    """(y, h_n, c_n) of the recurrence's Function on a resolved backend object."""
+    function = RecurrenceFunction if torch.compiler.is_compiling() else TransformableRecurrenceFunction
+    y, h_n, c_n, _ = function.apply(
+        backend, cell, tbptt, needs_backward(xg, w_hh, h0, c0, b_hn, w_hr),
+        xg, w_hh, h0, c0, b_hn, w_hr, lengths)
+    return y, h_n, c_n
 
 
 def recurrence(cell, xg, w_hh, h0, c0=None, *, b_hn=None, w_hr=None, lengths=None,
@@ -54,6 +189,8 @@ def recurrence(cell, xg, w_hh, h0, c0=None, *, b_hn=None, w_hr=None, lengths=Non
     Returns (y, h_n, c_n); c_n is None unless cell == "lstm". `backend` is a
     name ('auto', 'reference', 'cpu', ...) or a backend object.
     """
+    check_cell(cell)
+    check_tbptt(tbptt)
     if isinstance(backend, str):
         backend = select_backend(backend, xg.device, xg.dtype)
-    return RecurrenceFunction.apply(backend, cell, tbptt, xg, w_hh, h0, c0, b_hn, w_hr, lengths)
+    return apply_recurrence(backend, cell, tbptt, xg, w_hh, h0, c0, b_hn, w_hr, lengths)

@@ -44,6 +44,9 @@ if TRITON_INTERPRETED:
 # crosses every axis); the others are marked slow.
 TRITON_SAMPLED_FILES = ("test_module_parity.py", "test_random_parity.py")
 TRITON_SAMPLE_EVERY = 41
+# Tests whose triton case alone takes a minute or more under the interpreter:
+# slow for triton, default for the other backends.
+TRITON_SLOW_TESTS = ("test_module_gradgradcheck_bidirectional_stack",)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -52,7 +55,9 @@ def pytest_collection_modifyitems(config, items):
         callspec = getattr(item, "callspec", None)
         if callspec is None or callspec.params.get("backend") != "triton":
             continue
-        if item.path.name in TRITON_SAMPLED_FILES:
+        if item.originalname in TRITON_SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)
+        elif item.path.name in TRITON_SAMPLED_FILES:
             if seen % TRITON_SAMPLE_EVERY:
                 item.add_marker(pytest.mark.slow)
             seen += 1

@@ -85,22 +85,3 @@ def test_module_gradcheck_over_weights(mode, backend):
 
     params = tuple(p.detach().clone().requires_grad_() for p in module.parameters())
     assert gradcheck(run, params, fast_mode=_fast(backend))
-
-
-def test_double_backward_fails_loudly(backend):
-    """No backend differentiates its own backward: a second derivative raises
-    instead of silently treating the recurrence's gradient as a constant."""
-    gru = rnnkernels.GRU(3, 4, dtype=torch.float64, backend=backend)
-    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
-    y, _ = gru(x)
-    first, = torch.autograd.grad(y.pow(2).sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="double backward .* is not supported"):
-        first.sum().backward()
-
-
-def test_create_graph_without_second_derivative_still_works(backend):
-    gru = rnnkernels.GRU(3, 4, dtype=torch.float64, backend=backend)
-    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
-    plain, = torch.autograd.grad(gru(x)[0].pow(2).sum(), x)
-    with_graph, = torch.autograd.grad(gru(x)[0].pow(2).sum(), x, create_graph=True)
-    assert torch.allclose(plain, with_graph, atol=1e-12)

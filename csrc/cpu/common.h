@@ -206,7 +206,7 @@ inline bool cuts_carry(int64_t tbptt, int64_t t) {
 inline at::Tensor previous_hidden(const at::Tensor& h0, const at::Tensor& y) {
   const int64_t steps = y.size(0);
   at::Tensor prev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, steps - 1)}, 0);
-  return prev.view({-1, y.size(2)});
+  return prev.reshape({steps * y.size(1), y.size(2)});
 }
 
 }  // namespace rnnkernels

@@ -172,7 +172,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_backward_cpu(
     gru_backward_loop<scalar_t>(s, mask, tbptt, io);
   });
 
-  at::Tensor dw_hh = at::mm(io.dg_rec.view({-1, 3 * s.hidden}).t(), previous_hidden(io.h0, io.y));
+  at::Tensor dw_hh = at::mm(io.dg_rec.view({s.steps * s.batch, 3 * s.hidden}).t(), previous_hidden(io.h0, io.y));
   at::Tensor db_hn = has_b_hn ? io.dg_rec.narrow(2, 2 * s.hidden, s.hidden).sum({0, 1})
                               : at::empty({0}, opts);
   return {io.dxg, dw_hh, io.dh_state, db_hn};

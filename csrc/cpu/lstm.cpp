@@ -223,13 +223,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_back
     lstm_backward_loop<scalar_t>(s, mask, tbptt, io);
   });
 
-  const at::Tensor dxg_rows = io.dxg.view({-1, 4 * s.hidden});
+  const at::Tensor dxg_rows = io.dxg.view({s.steps * s.batch, 4 * s.hidden});
   at::Tensor dw_hh = at::mm(dxg_rows.t(), previous_hidden(h0, y));
   at::Tensor dw_hr = at::empty({0}, opts);
   if (proj) {
     // Unprojected outputs o * tanh(c), recomputed; zero on ended rows.
     const at::Tensor h_full = io.gates.narrow(2, 3 * s.hidden, s.hidden) * io.cells.tanh();
-    dw_hr = at::mm(io.dr.view({-1, s.hidden_out}).t(), h_full.view({-1, s.hidden}));
+    dw_hr = at::mm(io.dr.view({s.steps * s.batch, s.hidden_out}).t(), h_full.reshape({s.steps * s.batch, s.hidden}));
   }
   return {io.dxg, dw_hh, io.dh_state, io.dc_state, dw_hr};
 }

@@ -112,7 +112,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_backward_cpu(
       rnn_backward_loop<scalar_t, false>(s, mask, tbptt, dy_c, w_hh_c, y_c, dxg, dh_state);
     }
   });
-  at::Tensor dw_hh = at::mm(dxg.view({-1, s.hidden}).t(), previous_hidden(h0.contiguous(), y_c));
+  at::Tensor dw_hh = at::mm(dxg.view({s.steps * s.batch, s.hidden}).t(), previous_hidden(h0.contiguous(), y_c));
   return {dxg, dw_hh, dh_state};
 }
 

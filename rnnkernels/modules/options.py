@@ -10,14 +10,7 @@ import contextlib
 import torch
 
 from ..backends import require_backend, select_backend
-
-
-def check_tbptt(tbptt):
-    if tbptt is None:
-        return
-    if isinstance(tbptt, bool) or not isinstance(tbptt, int) or tbptt < 1:
-        raise ValueError(
-            f"tbptt must be None (full BPTT) or a positive int number of steps, got {tbptt!r}")
+from ..contract import check_tbptt
 
 
 class BackendOption:

@@ -1,12 +1,12 @@
 """Everything a module does above the op contract: the input projection as one
 matmul per layer and direction, directions, variable lengths, stacking and
-inter-layer dropout. The recurrence itself goes through RecurrenceFunction.
+inter-layer dropout. The recurrence itself goes through the Function (apply_recurrence).
 """
 
 import torch
 import torch.nn.functional as F
 
-from ..function import RecurrenceFunction
+from ..function import apply_recurrence
 from ..layout import DenseLayout, PackedLayout
 
 
@@ -56,7 +56,7 @@ def run_stack(module, cell, x, batch_sizes, h0, c0, dtype=None):
             reverse = direction == 1
             w = layer_weights(module, index, dtype)
             xg = project_input(cell, layer_input, w["weight_ih"], w.get("bias_ih"), w.get("bias_hh"))
-            y, h, c = RecurrenceFunction.apply(
+            y, h, c = apply_recurrence(
                 backend, cell, module.tbptt, layout.to_steps(xg, reverse), w["weight_hh"],
                 h0[index], None if c0 is None else c0[index],
                 recurrent_bias(cell, w.get("bias_hh")), w.get("weight_hr"), layout.lengths)
