@@ -56,3 +56,44 @@ def test_default_compile_runs_the_module_eagerly(backend, fresh_dynamo):
     _, to_compile = make_twins("lstm", 4, 5, 2, backend=backend)
     to_compile.load_state_dict(eager.state_dict())
     assert_all_close(_run(Compiled(to_compile), to_compile), _run(eager, eager))
+
+
+@pytest.mark.parametrize("eager_first", [False, True], ids=["compiled_first", "eager_first"])
+def test_default_model_compiles_fullgraph_with_inductor(eager_first, fresh_dynamo, monkeypatch):
+    """A default-constructed model (backend 'auto'): the backend is chosen outside
+    the traced region, inductor compiles one graph, forward and backward equal
+    eager, and calls at the same shape never recompile."""
+    monkeypatch.setattr(torch._dynamo.config, "allow_rnn", True)
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    torch.manual_seed(0)
+    model = rnnkernels.LSTM(8, 16, 2)
+    eager = rnnkernels.LSTM(8, 16, 2)
+    eager.load_state_dict(model.state_dict())
+    x = torch.randn(5, 3, 8)
+    if eager_first:
+        model(x)
+    compiled = torch.compile(model, fullgraph=True)
+    for call in range(3):
+        results = []
+        for module, owner in ((compiled, model), (eager, eager)):
+            leaf = x.clone().requires_grad_()
+            out, (h, c) = module(leaf)
+            (out.pow(2).sum() + h.sum() + c.sum()).backward()
+            results.append({"output": out.detach(), "h_n": h.detach(), "c_n": c.detach(),
+                            "grad input": leaf.grad,
+                            **{f"grad {n}": p.grad.clone() for n, p in owner.named_parameters()}})
+            for p in owner.parameters():
+                p.grad = None
+        assert_all_close(results[0], results[1], dtype=torch.float32)
+    assert model.last_backend == eager.last_backend
+
+
+def test_compiled_double_backward_raises_clearly(fresh_dynamo, monkeypatch):
+    """AOTAutograd compiles no double backward: create_graph=True through a
+    compiled layer raises torch's error instead of a wrong value."""
+    monkeypatch.setattr(torch._dynamo.config, "allow_rnn", True)
+    model = torch.compile(rnnkernels.GRU(3, 4), fullgraph=True)
+    x = torch.randn(4, 2, 3, requires_grad=True)
+    first, = torch.autograd.grad(model(x)[0].pow(2).sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="create_graph|double backward"):
+        torch.autograd.grad(first.pow(2).sum(), x)
