@@ -80,6 +80,18 @@ def run_recurrence(cell, xg, w_hh, h0, c0=None, b_hn=None, w_hr=None, lengths=No
     return y, h.to(dtype), None if c is None else c.to(dtype)
 
 
+def _check_like_xg(xg, **operands):
+    """Operands in xg's dtype and on its device, as the compiled backends require;
+    run_recurrence alone would cast them silently."""
+    for name, t in operands.items():
+        if t is None:
+            continue
+        if t.device != xg.device:
+            raise RuntimeError(f"rnnkernels reference backend: {name} is on {t.device} but xg is on {xg.device}")
+        if t.dtype != xg.dtype:
+            raise RuntimeError(f"rnnkernels reference backend: {name} has dtype {t.dtype} but xg has dtype {xg.dtype}")
+
+
 class ReferenceBackend:
     name = "reference"
 
@@ -92,6 +104,7 @@ class ReferenceBackend:
         return None
 
     def forward(self, cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, needs_backward):
+        _check_like_xg(xg, w_hh=w_hh, h0=h0, c0=c0, b_hn=b_hn, w_hr=w_hr)
         y, h_n, c_n = run_recurrence(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths)
         return y, h_n, c_n, (xg, w_hh, h0, c0, b_hn, w_hr, lengths)
 

@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_sequence
 
 import rnnkernels
 
@@ -67,6 +67,19 @@ FORWARD_CASES = {
     "packed_lstm_feature_size": ("LSTM", (5, 4), {}, lambda m: m(pack_sequence([_x(3, 6), _x(2, 6)]))),
     "packed_lstm_hidden_batch": ("LSTM", (5, 4), {},
                                  lambda m: m(pack_sequence([_x(3, 5), _x(2, 5)]), (_zeros(1, 3, 4), _zeros(1, 3, 4)))),
+    "lstm_weight_hh_dtype": ("LSTM", (5, 4), {}, lambda m: (
+        setattr(m, "weight_hh_l0", nn.Parameter(m.weight_hh_l0.double())), m(_x(2, 3, 5)))),
+    "gru_bias_hh_dtype": ("GRU", (5, 4), {}, lambda m: (
+        setattr(m, "bias_hh_l0", nn.Parameter(m.bias_hh_l0.double())), m(_x(2, 3, 5)))),
+    "packed_increasing_batch_sizes": ("GRU", (5, 4), {},
+                                      lambda m: m(PackedSequence(_x(5, 5), torch.tensor([2, 3])))),
+    "packed_batch_sizes_beyond_data": ("LSTM", (5, 4), {},
+                                       lambda m: m(PackedSequence(_x(4, 5), torch.tensor([3, 2])))),
+    "packed_float_batch_sizes": ("RNN", (5, 4), {},
+                                 lambda m: m(PackedSequence(_x(5, 5), torch.tensor([3.0, 2.0])))),
+    "packed_2d_batch_sizes": ("GRU", (5, 4), {}, lambda m: m(PackedSequence(_x(5, 5), torch.tensor([[3, 2]])))),
+    "packed_empty": ("LSTM", (5, 4), {},
+                     lambda m: m(PackedSequence(_x(0, 5), torch.tensor([], dtype=torch.int64)))),
     # cells
     "lstmcell_3d_input": ("LSTMCell", (5, 4), {}, lambda m: m(_x(3, 5, 1))),
     "lstmcell_3d_hx": ("LSTMCell", (5, 4), {}, lambda m: m(_x(3, 5), (_zeros(1, 3, 4), _zeros(3, 4)))),
@@ -103,6 +116,15 @@ DEVIATIONS = {
     "rnn_hidden_dtype": HIDDEN_DTYPE,
     "packed_lstm_feature_size": "input.size(-1) must be equal to input_size. Expected 5, got 6",
     "packed_lstm_hidden_batch": "Expected hidden[0] size (1, 2, 4), got [1, 3, 4]",
+    "lstm_weight_hh_dtype": ("Input and parameter tensors are not the same dtype, found input tensor with "
+                             "Float and parameter tensor with Double"),
+    "gru_bias_hh_dtype": ("Input and parameter tensors are not the same dtype, found input tensor with "
+                          "Float and parameter tensor with Double"),
+    "packed_increasing_batch_sizes": "PackedSequence batch_sizes must be non-increasing, got [2, 3]",
+    "packed_batch_sizes_beyond_data": "PackedSequence batch_sizes sum to 5 rows, but its data has only 4",
+    "packed_float_batch_sizes": ("PackedSequence batch_sizes must be a 1-D int64 tensor, got torch.float32 "
+                                 "of shape [2]"),
+    "packed_2d_batch_sizes": "PackedSequence batch_sizes must be a 1-D int64 tensor, got torch.int64 of shape [1, 2]",
 }
 
 

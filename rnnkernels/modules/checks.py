@@ -26,22 +26,38 @@ def check_sequence_length(steps):
         raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
 
 
-def check_attributes(input, hiddens, params):
-    """torch's check_attributes: hidden states and parameters on the input's device,
-    hidden states in its dtype. (torch.nn's CPU kernels fail later with messages
-    about their internals; this is the message of its cuDNN path.) The
-    parameters' dtype is checked by RNNBase.check_input."""
+def check_attributes(input, hiddens, params, check_param_dtype=True):
+    """torch's check_attributes: hidden states and parameters on the input's
+    device and in its dtype. (torch.nn's CPU kernels fail later with messages
+    about their internals; this is the message of its cuDNN path.) Under
+    autocast the parameters are cast later, so their dtype is not checked."""
     for name, tensors in (("hidden", hiddens), ("parameter", params)):
         for t in tensors:
             if t.device != input.device:
                 raise RuntimeError(
                     f"Input and {name} tensors are not at the same device, found input tensor "
                     f"at {input.device} and {name} tensor at {t.device}")
-            if name == "hidden" and t.dtype != input.dtype:
+            if t.dtype != input.dtype and (name == "hidden" or check_param_dtype):
                 raise RuntimeError(
                     f"Input and {name} tensors are not the same dtype, found input tensor with "
                     f"{scalar_type_name(input.dtype)} and {name} tensor with "
                     f"{scalar_type_name(t.dtype)}")
+
+
+def check_packed(data, batch_sizes):
+    """A PackedSequence that torch.nn would run, or the exception type torch.nn
+    raises for it (its own messages come from deep inside its kernels)."""
+    if batch_sizes.dim() != 1 or batch_sizes.dtype != torch.int64:
+        raise TypeError(f"PackedSequence batch_sizes must be a 1-D int64 tensor, got {batch_sizes.dtype} "
+                        f"of shape {list(batch_sizes.shape)}")
+    if batch_sizes.numel() == 0:
+        raise IndexError("index 0 is out of bounds for dimension 0 with size 0")
+    sizes = batch_sizes.tolist()
+    if any(later > earlier for earlier, later in zip(sizes, sizes[1:])):
+        raise RuntimeError(f"PackedSequence batch_sizes must be non-increasing, got {sizes}")
+    if sum(sizes) > data.size(0):
+        raise RuntimeError(f"PackedSequence batch_sizes sum to {sum(sizes)} rows, but its data has "
+                           f"only {data.size(0)}")
 
 
 def check_cell_input(input, input_size):

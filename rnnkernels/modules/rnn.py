@@ -10,7 +10,7 @@ layers through the op contract on the selected backend.
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
-from .checks import check_attributes, check_sequence_length
+from .checks import check_attributes, check_packed, check_sequence_length
 from .options import BackendOption, TbpttOption, autocast_disabled, autocast_dtype
 from .stack import run_stack
 
@@ -67,6 +67,9 @@ class _RecurrentLayers(BackendOption, TbpttOption):
         packed = isinstance(input, PackedSequence)
         if packed:
             input, batch_sizes, sorted_indices, unsorted_indices = input
+            check_packed(input, batch_sizes)
+            # torch.nn runs the rows the batch sizes count and ignores any beyond
+            input = input[: int(batch_sizes.sum())]
             batch = int(batch_sizes[0])
         else:
             batch_sizes = sorted_indices = unsorted_indices = None
@@ -78,14 +81,16 @@ class _RecurrentLayers(BackendOption, TbpttOption):
             if hx is not None:
                 hx = self._check_hx_dims(hx, is_batched)
             batch = input.size(batch_dim)
-        if hx is None:
+        given_hx = hx is not None
+        if not given_hx:
             hx = self._zero_state(input, batch)
         # torch.nn checks hx after permuting it (and packed LSTM input not at
         # all); checking the caller's hx first also catches a wrong batch size.
         self.check_forward_args(input, hx, batch_sizes)
         if is_lstm and len(hx) != 2:
             raise RuntimeError("lstm expects two hidden states")
-        hx = self.permute_hidden(hx, sorted_indices)
+        if given_hx:  # as torch.nn: zero states are not permuted
+            hx = self.permute_hidden(hx, sorted_indices)
         h0, c0 = hx if is_lstm else (hx, None)
 
         device_type = input.device.type
@@ -93,7 +98,8 @@ class _RecurrentLayers(BackendOption, TbpttOption):
         if amp_dtype is not None:
             input, h0 = input.to(amp_dtype), h0.to(amp_dtype)
             c0 = None if c0 is None else c0.to(amp_dtype)
-        check_attributes(input, [h0] if c0 is None else [h0, c0], self._flat_weights)
+        check_attributes(input, [h0] if c0 is None else [h0, c0], self._flat_weights,
+                         check_param_dtype=amp_dtype is None)
         if not packed:
             check_sequence_length(input.size(1 if self.batch_first else 0))
             if self.batch_first:
