@@ -1,9 +1,14 @@
 """What every `python -m rnnkernels <command>` shares: one exception type for
-bad input that ends the command with a one-line message, and device checks.
+bad input that ends the command with a one-line message, and the checks of
+devices, numbers and output folders.
 
 A command module exposes `add_command(subparsers)`, which adds its parser and
 sets `run=<function(args) -> exit code>` as a default (see __main__.py).
 """
+
+import math
+import tempfile
+from pathlib import Path
 
 
 class CommandError(Exception):
@@ -27,3 +32,23 @@ def check_device(device):
     elif parsed.type != "cpu":
         raise CommandError(f"--device {device}: rnnkernels runs on 'cpu' or 'cuda' devices")
     return parsed
+
+
+def check_positive(option, value):
+    """CommandError unless `value` is a finite number above zero."""
+    if not math.isfinite(value) or value <= 0:
+        raise CommandError(f"{option} must be a finite number above 0, got {value}")
+
+
+def check_writable_folder(option, folder):
+    """Creates `folder` if needed and checks a file can be written there, before
+    any long work whose results would go there is started."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise CommandError(f"{option} {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise CommandError(f"{option} {folder} cannot be written: {error.strerror or error}") from None

@@ -103,7 +103,9 @@ def add_command(commands):
 
 
 def _run_command(args):
-    from .cli_support import check_device
+    from .cli_support import CommandError, check_device
 
     check_device(args.device)
+    if args.steps < 1:
+        raise CommandError(f"--steps must be at least 1, got {args.steps}")
     return run(backend=args.backend, device=args.device, steps=args.steps)

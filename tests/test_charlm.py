@@ -175,12 +175,30 @@ def _bad_input_cases(text_file, trained_dir, tmp):
         "bad device": (["charlm", "--device", "banana", *tiny], "not a device torch knows"),
         "bad temperature": (["charlm", "sample", "--checkpoint", checkpoint, "--temperature", "0"],
                             "must be positive"),
+        "negative clip": (["charlm", "--text", str(text_file), *tiny, "--clip", "-1"],
+                          "--clip must be a finite number above 0, got -1.0"),
+        "zero clip": (["charlm", "--text", str(text_file), *tiny, "--clip", "0"], "--clip must be a finite number"),
+        "nan lr": (["charlm", "--text", str(text_file), *tiny, "--lr", "nan"], "--lr must be a finite number"),
+        "negative lr": (["charlm", "--text", str(text_file), *tiny, "--lr", "-1"], "--lr must be a finite number"),
+        "infinite lr": (["charlm", "--text", str(text_file), *tiny, "--lr", "inf"], "--lr must be a finite number"),
+        "zero steps": (["charlm", "--text", str(text_file), *tiny, "--max-steps", "0"],
+                       "--max-steps must be at least 1"),
+        "zero batch": (["charlm", "--text", str(text_file), *tiny, "--batch", "0"], "--batch must be at least 1"),
+        "zero seq-len": (["charlm", "--text", str(text_file), *tiny, "--seq-len", "0"],
+                         "--seq-len must be at least 1"),
+        "zero hidden": (["charlm", "--text", str(text_file), *tiny, "--hidden", "0"], "--hidden must be at least 1"),
+        "out is a file": (["charlm", "--text", str(text_file), *tiny, "--out", str(junk)], "is a file, not a folder"),
+        "out cannot be created": (["charlm", "--text", str(text_file), *tiny, "--out", str(junk / "sub")],
+                                  "cannot be written"),
+        "demo zero steps": (["demo", "--steps", "0"], "--steps must be at least 1"),
     }
 
 
 BAD_INPUTS = ["missing text", "empty text", "binary text", "prompt outside vocabulary",
               "checkpoint of another configuration", "checkpoint with another vocabulary",
-              "not a checkpoint", "missing checkpoint", "bad device", "bad temperature"]
+              "not a checkpoint", "missing checkpoint", "bad device", "bad temperature", "negative clip",
+              "zero clip", "nan lr", "negative lr", "infinite lr", "zero steps", "zero batch", "zero seq-len",
+              "zero hidden", "out is a file", "out cannot be created", "demo zero steps"]
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS)

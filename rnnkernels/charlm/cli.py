@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..backends import BACKEND_NAMES
-from ..cli_support import CommandError, check_device
+from ..cli_support import CommandError, check_device, check_positive, check_writable_folder
 
 DEFAULT_OUT = Path("runs") / "charlm"
 CHECKPOINT_NAME = "charlm.pt"
@@ -114,6 +114,10 @@ def _resolve_presets(args, device):
         raise CommandError(f"--tbptt must be 0 (off) or a positive number of steps, got {args.tbptt}")
     if not 0 <= args.dropout < 1:
         raise CommandError(f"--dropout must be in [0, 1), got {args.dropout}")
+    check_positive("--lr", args.lr)
+    check_positive("--clip", args.clip)
+    if args.sample_length < 0:
+        raise CommandError(f"--sample-length must be at least 0, got {args.sample_length}")
 
 
 def _train_command(args):
@@ -131,6 +135,7 @@ def _train_command(args):
         if args.threads < 1:
             raise CommandError(f"--threads must be at least 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    check_writable_folder("--out", args.out)
     started = time.perf_counter()
     corpus = load_corpus(args.text, args.max_chars)
     config = ModelConfig(vocab_size=len(corpus.vocab), cell=args.cell, embed=args.embed,
