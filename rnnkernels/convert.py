@@ -4,7 +4,7 @@
     model = rnnkernels.to_torch(model)                   # and back to torch.nn
 
 Each rnnkernels module subclasses its torch.nn twin and adds only its options
-(`backend`, `tbptt`, `last_backend`), so a module is converted by changing its
+(`backend`, `tbptt`, `last_backend`, `last_path`), so a module is converted by changing its
 class in place rather than by building a copy. The module object stays the
 same, so everything attached to it stays too: its parameter and buffer objects
 (an optimizer built before the conversion keeps training them), weight
@@ -29,7 +29,7 @@ _TWIN_OF_TORCH = {
 _TORCH_OF_TWIN = {twin: torch_cls for torch_cls, twin in _TWIN_OF_TORCH.items()}
 
 # The attributes rnnkernels' options add to a torch.nn module (see modules/options.py).
-_OPTION_ATTRIBUTES = ("_backend", "_tbptt", "last_backend")
+_OPTION_ATTRIBUTES = ("_backend", "_tbptt", "last_backend", "last_path")
 
 
 def convert(model, backend="auto", *, tbptt=None):
@@ -56,7 +56,7 @@ def convert(model, backend="auto", *, tbptt=None):
         elif base not in _TORCH_OF_TWIN:
             continue  # a user's subclass: left as it is
         module._backend = backend
-        module.last_backend = None
+        module.last_backend = module.last_path = None
         if not isinstance(module, nn.RNNCellBase):
             module._tbptt = tbptt
     return model

@@ -173,6 +173,12 @@ def needs_backward(*tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+def kernel_path(backend, cell, xg, w_hh, w_hr):
+    """The kernel path `backend` takes for this layer ('loop' for a backend with one path)."""
+    path_of = getattr(backend, "kernel_path", None)
+    return "loop" if path_of is None else path_of(cell, xg, w_hh, w_hr)
+
+
 def apply_recurrence(backend, cell, tbptt, xg, w_hh, h0, c0=None, b_hn=None, w_hr=None, lengths=None):
     """(y, h_n, c_n) of the recurrence's Function on a resolved backend object."""
     function = RecurrenceFunction if torch.compiler.is_compiling() else TransformableRecurrenceFunction

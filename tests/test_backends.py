@@ -180,3 +180,17 @@ def test_cli_rejects_a_missing_cuda_device(capsys):
         pytest.skip("this machine has a CUDA device")
     assert main(["demo", "--device", "cuda"]) == 2
     assert "torch sees no CUDA device" in capsys.readouterr().err
+
+
+def test_last_path_names_the_kernel_path(backend):
+    lstm = rnnkernels.LSTM(3, 4, 2, bidirectional=True, backend=backend)
+    cell = rnnkernels.GRUCell(3, 4, backend=backend)
+    assert lstm.last_path is None and cell.last_path is None
+    lstm(torch.randn(5, 2, 3))
+    cell(torch.randn(2, 3))
+    chosen = rnnkernels.backends.backend_implementation(backend)
+    expected = chosen.kernel_path if hasattr(chosen, "kernel_path") else None
+    for module in (lstm, cell):
+        assert isinstance(module.last_path, str) and module.last_path
+        if expected is None:
+            assert module.last_path == "loop"

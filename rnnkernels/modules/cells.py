@@ -7,7 +7,7 @@ forward repeats torch.nn's input handling and error messages.
 
 from torch import nn
 
-from ..function import apply_recurrence
+from ..function import apply_recurrence, kernel_path
 from .checks import check_cell_hidden, check_cell_input, check_matmul_dtype
 from .options import BackendOption, autocast_disabled, autocast_dtype
 from .stack import project_input, recurrent_bias
@@ -19,6 +19,7 @@ class _Cell(BackendOption):
     def _init_options(self, backend):
         self.backend = backend
         self.last_backend = None
+        self.last_path = None
 
     def extra_repr(self):
         return super().extra_repr() + self._options_repr()
@@ -56,6 +57,7 @@ class _Cell(BackendOption):
         with autocast_disabled(device_type, amp_dtype):
             backend = self._select_backend(input)
             xg = project_input(cell, input, w_ih, b_ih, b_hh).unsqueeze(0)
+            self._record_paths([kernel_path(backend, cell, xg, w_hh, None)])
             _, h, c = apply_recurrence(
                 backend, cell, None, xg, w_hh, states[0], states[1] if len(states) == 2 else None,
                 recurrent_bias(cell, b_hh), None, None)

@@ -14,7 +14,8 @@ from ..contract import check_tbptt
 
 
 class BackendOption:
-    """Adds `backend` and `last_backend` (the backend the last forward ran on)."""
+    """Adds `backend`, `last_backend` (the backend the last forward ran on) and
+    `last_path` (its kernel path(s) in that forward, e.g. 'loop' or 'step')."""
 
     @property
     def backend(self):
@@ -29,6 +30,9 @@ class BackendOption:
         backend = select_backend(self._backend, tensor.device, tensor.dtype)
         self.last_backend = backend.name
         return backend
+
+    def _record_paths(self, paths):
+        self.last_path = ", ".join(dict.fromkeys(paths))
 
     def _options_repr(self):
         return "" if self._backend == "auto" else f", backend={self._backend!r}"

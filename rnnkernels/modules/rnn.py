@@ -24,6 +24,7 @@ class _RecurrentLayers(BackendOption, TbpttOption):
         self.backend = backend
         self.tbptt = tbptt
         self.last_backend = None
+        self.last_path = None
 
     def extra_repr(self):
         tbptt = "" if self._tbptt is None else f", tbptt={self._tbptt}"
@@ -128,7 +129,7 @@ class LSTM(_RecurrentLayers, nn.LSTM):
     Same arguments as torch.nn.LSTM, plus keyword-only `backend` ('auto',
     'reference', 'cpu', 'triton', 'cuda') and `tbptt` (None, or k to cut the
     gradient carried through (h, c) every k steps). `last_backend` names the
-    backend the last forward ran on.
+    backend the last forward ran on, `last_path` its kernel path(s).
     """
 
     def __init__(self, *args, backend="auto", tbptt=None, **kwargs):

@@ -6,7 +6,7 @@ inter-layer dropout. The recurrence itself goes through the Function (apply_recu
 import torch
 import torch.nn.functional as F
 
-from ..function import apply_recurrence
+from ..function import apply_recurrence, kernel_path
 from ..layout import DenseLayout, PackedLayout
 
 
@@ -48,16 +48,18 @@ def run_stack(module, cell, x, batch_sizes, h0, c0, dtype=None):
     backend = module._select_backend(x)
     layout = DenseLayout() if batch_sizes is None else PackedLayout(batch_sizes, x.device)
     directions = 2 if module.bidirectional else 1
-    layer_input, h_n, c_n = x, [], []
+    layer_input, h_n, c_n, paths = x, [], [], []
     for layer in range(module.num_layers):
         outputs = []
         for direction in range(directions):
             index = layer * directions + direction
             reverse = direction == 1
             w = layer_weights(module, index, dtype)
-            xg = project_input(cell, layer_input, w["weight_ih"], w.get("bias_ih"), w.get("bias_hh"))
+            xg = layout.to_steps(
+                project_input(cell, layer_input, w["weight_ih"], w.get("bias_ih"), w.get("bias_hh")), reverse)
+            paths.append(kernel_path(backend, cell, xg, w["weight_hh"], w.get("weight_hr")))
             y, h, c = apply_recurrence(
-                backend, cell, module.tbptt, layout.to_steps(xg, reverse), w["weight_hh"],
+                backend, cell, module.tbptt, xg, w["weight_hh"],
                 h0[index], None if c0 is None else c0[index],
                 recurrent_bias(cell, w.get("bias_hh")), w.get("weight_hr"), layout.lengths)
             outputs.append(layout.from_steps(y, reverse))
@@ -67,4 +69,5 @@ def run_stack(module, cell, x, batch_sizes, h0, c0, dtype=None):
         # Same tensor shape and RNG use as torch.nn, so the masks are identical.
         if module.dropout != 0 and module.training and layer < module.num_layers - 1:
             layer_input = F.dropout(layer_input, module.dropout, training=True)
+    module._record_paths(paths)
     return layer_input, torch.stack(h_n), None if c0 is None else torch.stack(c_n)
