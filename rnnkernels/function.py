@@ -30,22 +30,20 @@ from .reference import run_recurrence
 _TENSOR_INPUTS = ("xg", "w_hh", "h0", "c0", "b_hn", "w_hr")
 
 
-class _BackendSaved:
-    """The backend's saved tensors, passed from forward to setup_context as one
-    non-tensor output, so autograd neither tracks nor returns them."""
-
-    __slots__ = ("tensors",)
-
-    def __init__(self, tensors):
-        self.tensors = tensors
-
-
 class RecurrenceFunction(torch.autograd.Function):
     @staticmethod
     def forward(backend, cell, tbptt, needs_backward, xg, w_hh, h0, c0, b_hn, w_hr, lengths):
+        """(y, h_n, c_n, *the backend's saved tensors): setup_context sees only
+        inputs and outputs, so the saved tensors travel as outputs that autograd
+        treats as non-differentiable; apply_recurrence returns the first three."""
         y, h_n, c_n, saved = backend.forward(
             cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, needs_backward)
-        return y, h_n, c_n, _BackendSaved(tuple(saved) if needs_backward else ())
+        if not needs_backward:
+            return y, h_n, c_n
+        inputs = (xg, w_hh, h0, c0, b_hn, w_hr, lengths)
+        # an input passed through as an output must be a view (autograd's rule)
+        return (y, h_n, c_n, *(t.view_as(t) if t is not None and any(t is i for i in inputs) else t
+                               for t in saved))
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -53,14 +51,15 @@ class RecurrenceFunction(torch.autograd.Function):
         ctx.backend, ctx.cell, ctx.lengths = backend, cell, lengths
         # tbptt >= T never cuts: normalised so no backend sees a huge int
         ctx.tbptt = tbptt if tbptt is not None and tbptt < xg.shape[0] else None
-        saved = output[3].tensors
+        saved = output[3:]
+        ctx.mark_non_differentiable(*(t for t in saved if t is not None))
         ctx.backend_saved = len(saved)
         ctx.save_for_backward(xg, w_hh, h0, c0, b_hn, w_hr, *saved)
         ctx.save_for_forward(xg, w_hh, h0, c0, b_hn, w_hr)
         ctx.set_materialize_grads(False)
 
     @staticmethod
-    def backward(ctx, dy, dh_n, dc_n, _):
+    def backward(ctx, dy, dh_n, dc_n, *_):
         saved = ctx.saved_tensors
         inputs, backend_saved = saved[:len(_TENSOR_INPUTS)], saved[len(_TENSOR_INPUTS):]
         y_like = _outputs_like(ctx.cell, inputs)
@@ -88,7 +87,7 @@ class TransformableRecurrenceFunction(RecurrenceFunction):
                            for i in present)
         _, out_tangents = torch.func.jvp(run, tuple(inputs[i] for i in present), tangent_in)
         dy, dh_n, dc_n = (*out_tangents, None)[:3]
-        return dy, dh_n, dc_n, None
+        return (dy, dh_n, dc_n) + (None,) * ctx.backend_saved
 
     @staticmethod
     def vmap(info, in_dims, backend, cell, tbptt, needs_backward, *tensors):
@@ -105,10 +104,10 @@ class TransformableRecurrenceFunction(RecurrenceFunction):
         for index in range(size):
             one = {k: v if v is None or dims[k] is None else v.select(dims[k], index)
                    for k, v in named.items()}
-            outputs.append(TransformableRecurrenceFunction.apply(*static, *one.values()))
+            outputs.append(TransformableRecurrenceFunction.apply(*static, *one.values())[:3])
         y, h_n, c_n = (None if outputs[0][i] is None else torch.stack([o[i] for o in outputs])
                        for i in range(3))
-        return (y, h_n, c_n, outputs[0][3]), (0, 0, None if c_n is None else 0, None)
+        return (y, h_n, c_n), (0, 0, None if c_n is None else 0)
 
 
 def _vmap_into_batch(static, named, dims, size):
@@ -127,13 +126,13 @@ def _vmap_into_batch(static, named, dims, size):
         return t.reshape(size * batch, t.shape[-1])
 
     lengths = named["lengths"]
-    y, h_n, c_n, saved = TransformableRecurrenceFunction.apply(
+    y, h_n, c_n = TransformableRecurrenceFunction.apply(
         *static, rows("xg", True), named["w_hh"], rows("h0", False), rows("c0", False),
-        named["b_hn"], named["w_hr"], None if lengths is None else lengths.repeat(size))
+        named["b_hn"], named["w_hr"], None if lengths is None else lengths.repeat(size))[:3]
     y = y.reshape(steps, size, batch, y.shape[-1])
     h_n = h_n.reshape(size, batch, h_n.shape[-1])
     c_n = None if c_n is None else c_n.reshape(size, batch, c_n.shape[-1])
-    return (y, h_n, c_n, saved), (1, 0, None if c_n is None else 0, None)
+    return (y, h_n, c_n), (1, 0, None if c_n is None else 0)
 
 
 def _reference_on(cell, inputs, present, lengths, tbptt):
@@ -168,9 +167,19 @@ def _differentiable_backward(ctx, inputs, dy, dh_n, dc_n):
     return [by_input.get(i) for i in range(len(inputs))]
 
 
-def needs_backward(*tensors):
-    """Whether autograd will ask for the backward of a recurrence on these inputs."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+def _needs_backend_saved(*tensors):
+    """Whether the backend should keep what its own backward needs: autograd
+    will ask for a backward of these inputs, and no torch.func transform is
+    active (transforms always differentiate with grad mode on, which takes the
+    differentiable path; that path needs only the inputs, and a vmap rule's
+    outputs must match the Function's). Nor while torch.jit.trace records the
+    call: the traced graph must not depend on grad mode, so a traced module's
+    backward takes the differentiable path too."""
+    if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors):
+        return False
+    if torch.jit.is_tracing():
+        return False
+    return torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active()
 
 
 def kernel_path(backend, cell, xg, w_hh, w_hr):
@@ -182,10 +191,9 @@ def kernel_path(backend, cell, xg, w_hh, w_hr):
 def apply_recurrence(backend, cell, tbptt, xg, w_hh, h0, c0=None, b_hn=None, w_hr=None, lengths=None):
     """(y, h_n, c_n) of the recurrence's Function on a resolved backend object."""
     function = RecurrenceFunction if torch.compiler.is_compiling() else TransformableRecurrenceFunction
-    y, h_n, c_n, _ = function.apply(
-        backend, cell, tbptt, needs_backward(xg, w_hh, h0, c0, b_hn, w_hr),
-        xg, w_hh, h0, c0, b_hn, w_hr, lengths)
-    return y, h_n, c_n
+    return function.apply(
+        backend, cell, tbptt, _needs_backend_saved(xg, w_hh, h0, c0, b_hn, w_hr),
+        xg, w_hh, h0, c0, b_hn, w_hr, lengths)[:3]
 
 
 def recurrence(cell, xg, w_hh, h0, c0=None, *, b_hn=None, w_hr=None, lengths=None,

@@ -97,3 +97,17 @@ def test_compiled_double_backward_raises_clearly(fresh_dynamo, monkeypatch):
     first, = torch.autograd.grad(model(x)[0].pow(2).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="create_graph|double backward"):
         torch.autograd.grad(first.pow(2).sum(), x)
+
+
+def test_jit_trace_matches_eager(backend):
+    """torch.jit.trace records the layer (TorchScript's script mode is not supported)."""
+    _, eager = make_twins("gru", 4, 5, 1, backend=backend)
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+    traced = torch.jit.trace(eager, (x,))
+    results = []
+    for module in (traced, eager):
+        leaf = x.clone().requires_grad_()
+        out, h = module(leaf)
+        (out.pow(2).sum() + h.sum()).backward()
+        results.append({"output": out.detach(), "h_n": h.detach(), "grad input": leaf.grad})
+    assert_all_close(results[0], results[1])
