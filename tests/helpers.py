@@ -145,6 +145,21 @@ def make_op_inputs(cell, steps, batch, hidden, *, proj=None, lengths=None, b_hn=
     return inputs
 
 
+OP_INPUT_NAMES = ("xg", "w_hh", "h0", "c0", "b_hn", "w_hr")
+# (cell, proj_size) pairs every op-level check covers: each cell, and the LSTM projection
+OP_VARIANTS = [("lstm", None), ("lstm", 2)] + [(cell, None) for cell in OP_CELLS[1:]]
+
+
+def op_function(cell, backend, lengths=None, tbptt=None):
+    """recurrence() as a function of the OP_INPUT_NAMES tensors, returning its
+    tensor outputs (for gradcheck and gradgradcheck)."""
+    def run(xg, w_hh, h0, c0, b_hn, w_hr):
+        y, h_n, c_n = rnnkernels.recurrence(cell, xg, w_hh, h0, c0, b_hn=b_hn, w_hr=w_hr,
+                                            lengths=lengths, tbptt=tbptt, backend=backend)
+        return (y, h_n) if c_n is None else (y, h_n, c_n)
+    return run
+
+
 def op_forward_backward(cell, inputs, *, backend, tbptt=None, seed=0):
     """recurrence() on `inputs` plus a backward of random upstream gradients;
     returns {name: tensor} of outputs and the gradient of every input."""

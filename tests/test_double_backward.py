@@ -14,28 +14,19 @@ from torch.autograd import gradcheck, gradgradcheck
 
 import rnnkernels
 import rnnkernels.function
-from helpers import CELL_KINDS, MODULE_KINDS, OP_CELLS, make_cell_twins, make_op_inputs, make_twins
+from helpers import (CELL_KINDS, MODULE_KINDS, OP_CELLS, OP_INPUT_NAMES, OP_VARIANTS, make_cell_twins,
+                     make_op_inputs, make_twins, op_function)
 from tolerance import assert_close
 
-NAMES = ("xg", "w_hh", "h0", "c0", "b_hn", "w_hr")
-VARIANTS = [("lstm", None), ("lstm", 2)] + [(cell, None) for cell in OP_CELLS[1:]]
-
-
-def _op(cell, backend, lengths, tbptt):
-    def run(*args):
-        y, h_n, c_n = rnnkernels.recurrence(cell, *args[:4], b_hn=args[4], w_hr=args[5], lengths=lengths,
-                                            tbptt=tbptt, backend=backend)
-        return (y, h_n) if c_n is None else (y, h_n, c_n)
-    return run
 
 
 @pytest.mark.parametrize("cell, proj", [
-    pytest.param(c, p, id=c if p is None else f"{c}_proj") for c, p in VARIANTS])
+    pytest.param(c, p, id=c if p is None else f"{c}_proj") for c, p in OP_VARIANTS])
 @pytest.mark.parametrize("lengths", [None, [3, 1]], ids=["full", "ragged"])
 def test_op_gradgradcheck(cell, proj, lengths, backend):
     inputs = make_op_inputs(cell, 3, 2, 3 if backend != "triton" else 2, proj=proj, lengths=lengths, seed=21)
-    args = tuple(inputs[name] for name in NAMES)
-    assert gradgradcheck(_op(cell, backend, inputs["lengths"], None), args, fast_mode=backend == "triton")
+    args = tuple(inputs[name] for name in OP_INPUT_NAMES)
+    assert gradgradcheck(op_function(cell, backend, inputs["lengths"], None), args, fast_mode=backend == "triton")
 
 
 @pytest.mark.parametrize("cell", OP_CELLS)
@@ -46,8 +37,8 @@ def test_op_gradgradcheck_truncated_last_chunk(cell, backend):
     steps, k = 4, 2
     inputs = make_op_inputs(cell, steps, 2, 2, seed=23)
     head = inputs["xg"][:k].detach()
-    rest = [None if inputs[name] is None else inputs[name].detach() for name in NAMES[1:]]
-    op = _op(cell, backend, None, k)
+    rest = [None if inputs[name] is None else inputs[name].detach() for name in OP_INPUT_NAMES[1:]]
+    op = op_function(cell, backend, None, k)
 
     def last_chunk(xg_tail):
         return op(torch.cat([head, xg_tail]), *rest)

@@ -9,10 +9,8 @@ from torch.func import functional_call
 from torch.nn.utils.rnn import pack_sequence
 
 import rnnkernels
-from helpers import OP_CELLS, make_op_inputs
+from helpers import OP_CELLS, OP_INPUT_NAMES, OP_VARIANTS, make_op_inputs, op_function
 
-VARIANTS = [("lstm", None), ("lstm", 2)] + [(cell, None) for cell in OP_CELLS[1:]]
-NAMES = ("xg", "w_hh", "h0", "c0", "b_hn", "w_hr")
 
 
 def _fast(backend):
@@ -22,21 +20,13 @@ def _fast(backend):
     return backend == "triton"
 
 
-def _op(cell, backend, lengths, tbptt=None):
-    def run(xg, w_hh, h0, c0, b_hn, w_hr):
-        y, h_n, c_n = rnnkernels.recurrence(cell, xg, w_hh, h0, c0, b_hn=b_hn, w_hr=w_hr,
-                                            lengths=lengths, tbptt=tbptt, backend=backend)
-        return (y, h_n) if c_n is None else (y, h_n, c_n)
-    return run
-
-
 @pytest.mark.parametrize("cell, proj", [
-    pytest.param(c, p, id=c if p is None else f"{c}_proj") for c, p in VARIANTS])
+    pytest.param(c, p, id=c if p is None else f"{c}_proj") for c, p in OP_VARIANTS])
 @pytest.mark.parametrize("lengths", [None, [3, 1]], ids=["full", "ragged"])
 def test_op_gradcheck(cell, proj, lengths, backend):
     inputs = make_op_inputs(cell, 3, 2, 3, proj=proj, lengths=lengths, seed=11)
-    args = tuple(inputs[name] for name in NAMES)
-    assert gradcheck(_op(cell, backend, inputs["lengths"]), args, fast_mode=_fast(backend))
+    args = tuple(inputs[name] for name in OP_INPUT_NAMES)
+    assert gradcheck(op_function(cell, backend, inputs["lengths"]), args, fast_mode=_fast(backend))
 
 
 @pytest.mark.parametrize("cell", OP_CELLS)
@@ -46,8 +36,8 @@ def test_op_gradcheck_truncated_last_chunk(cell, backend):
     steps, k = 6, 3
     inputs = make_op_inputs(cell, steps, 2, 3, seed=13)
     head = inputs["xg"][:k].detach()
-    rest = {name: None if inputs[name] is None else inputs[name].detach() for name in NAMES[1:]}
-    op = _op(cell, backend, None, tbptt=k)
+    rest = {name: None if inputs[name] is None else inputs[name].detach() for name in OP_INPUT_NAMES[1:]}
+    op = op_function(cell, backend, None, tbptt=k)
 
     def last_chunk(xg_tail):
         return op(torch.cat([head, xg_tail]), **rest)
