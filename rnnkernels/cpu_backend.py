@@ -37,12 +37,13 @@ class CpuBackend:
         if cell == "lstm":
             y, h_n, c_n, gates, cells = ops.lstm_forward(
                 xg, w_hh, h0, c0, w_hr, lengths, needs_backward)
-            return y, h_n, c_n, (w_hh, h0, c0, w_hr, lengths, y, gates, cells)
+            return y, h_n, c_n, (w_hh, h0, c0, w_hr, lengths, _states(y, needs_backward),
+                                 gates, cells)
         if cell == "gru":
             y, h_n, gates, hn = ops.gru_forward(xg, w_hh, h0, b_hn, lengths, needs_backward)
-            return y, h_n, None, (w_hh, h0, b_hn, lengths, y, gates, hn)
+            return y, h_n, None, (w_hh, h0, b_hn, lengths, _states(y, needs_backward), gates, hn)
         y, h_n = ops.rnn_forward(xg, w_hh, h0, lengths, cell == "rnn_relu")
-        return y, h_n, None, (w_hh, h0, lengths, y)
+        return y, h_n, None, (w_hh, h0, lengths, _states(y, needs_backward))
 
     def backward(self, cell, tbptt, saved, dy, dh_n, dc_n):
         ops = torch.ops.rnnkernels
@@ -60,6 +61,16 @@ class CpuBackend:
         w_hh, h0, lengths, y = saved
         dxg, dw_hh, dh0 = ops.rnn_backward(dy, dh_n, w_hh, h0, lengths, y, cell == "rnn_relu", cut)
         return RecurrenceGrads(dxg, dw_hh, dh0, None, None, None)
+
+
+def _states(y, needs_backward):
+    """The per-step states backward reads (h_{t-1}, and the RNN's activation).
+
+    The saved-tensor rule: nothing saved may alias an output, because callers
+    modify outputs in place (`y += 1`) as torch.nn allows. For every row
+    active at step t, y[t] is its state, so a copy of y is all backward needs.
+    """
+    return y.clone() if needs_backward else y.new_empty((0,))
 
 
 def _register_fakes():

@@ -202,11 +202,11 @@ inline bool cuts_carry(int64_t tbptt, int64_t t) {
 
 // h_{t-1} for every step: [h0, y_0, ..., y_{T-2}], as [T*B, H_out]. For a row
 // active at t, y_{t-1} is its real state; rows inactive at t have dG = 0, so
-// their entry never reaches dW_hh.
+// their entry never reaches dW_hh. Explicit sizes: B or H_out may be 0.
 inline at::Tensor previous_hidden(const at::Tensor& h0, const at::Tensor& y) {
   const int64_t steps = y.size(0);
   at::Tensor prev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, steps - 1)}, 0);
-  return prev.view({-1, y.size(2)});
+  return prev.reshape({steps * y.size(1), y.size(2)});
 }
 
 }  // namespace rnnkernels
