@@ -121,3 +121,34 @@ def test_unsupported_isa_level_is_refused(level, monkeypatch):
     inputs = make_op_inputs("gru", 2, 1, 3, dtype=torch.float32)
     with pytest.raises(ValueError, match=f"RNNKERNELS_CPU_ISA={level}: this CPU does not support"):
         op_forward_backward("gru", inputs, backend="cpu")
+
+
+LOW_PRECISION_CASES = {name: CASES[name] for name in (
+    "lstm_lengths_tbptt_H37", "lstm_proj_lengths_tbptt", "gru_lengths_tbptt_H37",
+    "rnn_tanh_H37_lengths", "rnn_relu_H37_tbptt")}
+
+
+@pytest.mark.parametrize("case", LOW_PRECISION_CASES.values(), ids=LOW_PRECISION_CASES.keys())
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_16bit_inputs_match_reference(case, dtype, threads):
+    """float32 state and accumulation, h rounded to the input dtype each step:
+    the reference backend's numerics, within the tolerance policy."""
+    cell, steps, batch, hidden, proj, lengths, tbptt = case
+    inputs = make_op_inputs(cell, steps, batch, hidden, proj=proj, lengths=lengths, seed=5,
+                            scale=0.8)
+    # Both sides start from the same 16-bit values.
+    inputs = _as(_as(inputs, dtype), torch.float64)
+    expected = op_forward_backward(cell, inputs, backend="reference", tbptt=tbptt)
+    baseline = op_forward_backward(cell, _as(inputs, dtype), backend="reference", tbptt=tbptt)
+    actual = op_forward_backward(cell, _as(inputs, dtype), backend="cpu", tbptt=tbptt)
+    for name in expected:
+        assert actual[name].dtype == dtype, f"{name}: dtype {actual[name].dtype}"
+        error = (baseline[name].double() - expected[name]).abs().max().item() \
+            if expected[name].numel() else 0.0
+        assert_close(name, actual[name], expected[name], dtype=dtype, reference_error=error)
+
+
+def test_16bit_modules_pick_the_cpu_backend():
+    lstm = rnnkernels.LSTM(3, 4, dtype=torch.bfloat16)
+    lstm(torch.randn(2, 2, 3, dtype=torch.bfloat16))
+    assert lstm.last_backend == "cpu"

@@ -28,7 +28,7 @@ struct GruForwardTensors {
 
 template <typename T>
 void gru_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool training,
-                      GruForwardTensors& io) {
+                      at::ScalarType round, GruForwardTensors& io) {
   const int64_t T_ = s.steps, B = s.batch, H = s.hidden, G3 = 3 * H;
   const PointwiseKernels<T> k = pointwise_kernels<T>(active_isa());
   const GemmPath path = gemm_path(io.xg.scalar_type());
@@ -64,6 +64,8 @@ void gru_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool traini
           k.gru_forward({n, H, acc.data() + b * 3 * n, xg + (t * B + b) * G3 + u.begin,
                          b_hn == nullptr ? nullptr : b_hn + u.begin, h_prev + b * H + u.begin,
                          row_gates, row_hn, row_y, h_next + b * H + u.begin});
+          round_to(row_y, n, round);  // h as stored in the input dtype
+          round_to(h_next + b * H + u.begin, n, round);
           continue;
         }
         for (int64_t g = 0; g < 3; ++g) {  // an ended row keeps its state, writes zeros
@@ -89,20 +91,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward_cpu(
   check_gru_forward_operands(s, h0, b_hn, CpuOperandCheck{dtype});
   const RowMask mask(lengths, s);
 
-  const auto opts = xg.options();
+  const auto compute = state_dtype(dtype);
+  const auto opts = xg.options().dtype(compute);
   const int64_t saved_steps = training ? s.steps : 1;
   GruForwardTensors io;
-  io.xg = xg.contiguous();
-  io.w_hh = w_hh.contiguous();
-  io.b_hn = b_hn.has_value() ? b_hn->contiguous() : at::Tensor();
+  io.xg = xg.to(compute).contiguous();
+  io.w_hh = w_hh.to(compute).contiguous();
+  io.b_hn = b_hn.has_value() ? b_hn->to(compute).contiguous() : at::Tensor();
   io.y = new_output({s.steps, s.batch, s.hidden}, opts);
   io.gates = new_output({saved_steps, s.batch, 3 * s.hidden}, opts);
   io.hn = new_output({saved_steps, s.batch, s.hidden}, opts);
-  io.h_state = h0.contiguous().clone();
-  AT_DISPATCH_FLOATING_TYPES(dtype, "gru_forward_cpu", [&] {
-    gru_forward_loop<scalar_t>(s, mask, training, io);
+  io.h_state = h0.to(compute).contiguous().clone();
+  AT_DISPATCH_FLOATING_TYPES(compute, "gru_forward_cpu", [&] {
+    gru_forward_loop<scalar_t>(s, mask, training, dtype, io);
   });
-  return {io.y, io.h_state, io.gates, io.hn};
+  return {io.y.to(dtype), io.h_state.to(dtype), io.gates, io.hn};
 }
 
 struct GruBackwardTensors {
@@ -191,23 +194,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_backward_cpu(
     const at::Tensor& y, const at::Tensor& gates, const at::Tensor& hn,
     bool has_b_hn, int64_t tbptt) {
   const at::NoGradGuard no_grad;  // autograd is the Function's job; buffers need none
-  const RecurrenceShape s = check_recurrence("gru", gates, w_hh, 3);
-  const auto dtype = gates.scalar_type();
+  const RecurrenceShape s = check_saved_recurrence("gru", gates, w_hh, 3);
+  const auto dtype = w_hh.scalar_type();
   check_gru_backward_operands(s, dy, y, hn, dh_n, h0, CpuOperandCheck{dtype});
   const RowMask mask(lengths, s);
 
+  const auto compute = state_dtype(dtype);
   const auto opts = gates.options();
   GruBackwardTensors io;
-  io.dy = dy.contiguous();
-  io.w_hh = w_hh.contiguous();
-  io.h0 = h0.contiguous();
-  io.y = y.contiguous();
+  io.dy = dy.to(compute).contiguous();
+  io.w_hh = w_hh.to(compute).contiguous();
+  io.h0 = h0.to(compute).contiguous();
+  io.y = y.to(compute).contiguous();
   io.gates = gates.contiguous();
   io.hn = hn.contiguous();
   io.dxg = new_output({s.steps, s.batch, 3 * s.hidden}, opts);
   io.dg_rec = new_output({s.steps, s.batch, 3 * s.hidden}, opts);
-  io.dh_state = dh_n.contiguous().clone();
-  AT_DISPATCH_FLOATING_TYPES(dtype, "gru_backward_cpu", [&] {
+  io.dh_state = dh_n.to(compute).contiguous().clone();
+  AT_DISPATCH_FLOATING_TYPES(compute, "gru_backward_cpu", [&] {
     gru_backward_loop<scalar_t>(s, mask, tbptt, io);
   });
 
@@ -215,7 +219,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_backward_cpu(
                             previous_hidden(io.h0, io.y));
   at::Tensor db_hn = has_b_hn ? io.dg_rec.narrow(2, 2 * s.hidden, s.hidden).sum({0, 1})
                               : at::empty({0}, opts);
-  return {io.dxg, dw_hh, io.dh_state, db_hn};
+  return {io.dxg.to(dtype), dw_hh.to(dtype), io.dh_state.to(dtype), db_hn.to(dtype)};
 }
 
 }  // namespace

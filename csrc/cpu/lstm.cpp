@@ -30,7 +30,7 @@ struct LstmForwardTensors {
 
 template <typename T>
 void lstm_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool training,
-                       LstmForwardTensors& io) {
+                       at::ScalarType round, LstmForwardTensors& io) {
   const int64_t T_ = s.steps, B = s.batch, H = s.hidden, P = s.hidden_out, G4 = 4 * H;
   const bool proj = io.w_hr.defined();
   const PointwiseKernels<T> k = pointwise_kernels<T>(active_isa());
@@ -75,6 +75,10 @@ void lstm_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool train
           k.lstm_forward({n, H, acc.data() + b * 4 * n, xg + (t * B + b) * G4 + u.begin, row_c,
                           row_gates, row_cells, h_out,
                           proj ? nullptr : h_next + b * P + u.begin});
+          if (!proj) {  // h as stored in the input dtype
+            round_to(h_out, n, round);
+            round_to(h_next + b * P + u.begin, n, round);
+          }
           continue;
         }
         for (int64_t g = 0; g < 4; ++g) {
@@ -92,7 +96,8 @@ void lstm_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool train
         for (int64_t b = 0; b < B; ++b) {
           const bool on = mask.active(b, t);
           for (int64_t j = 0; j < q.size(); ++j) {
-            const T h = proj_acc[b * q.size() + j];
+            T h = proj_acc[b * q.size() + j];
+            round_to(&h, 1, round);
             y_t[b * P + q.begin + j] = on ? h : T(0);
             h_next[b * P + q.begin + j] = on ? h : h_prev[b * P + q.begin + j];
           }
@@ -114,21 +119,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forw
   check_lstm_forward_operands(s, w_hh, h0, c0, w_hr, CpuOperandCheck{dtype});
   const RowMask mask(lengths, s);
 
-  const auto opts = xg.options();
+  const auto compute = state_dtype(dtype);
+  const auto opts = xg.options().dtype(compute);
   const int64_t saved_steps = training ? s.steps : 1;
   LstmForwardTensors io;
-  io.xg = xg.contiguous();
-  io.w_hh = w_hh.contiguous();
-  io.w_hr = w_hr.has_value() ? w_hr->contiguous() : at::Tensor();
+  io.xg = xg.to(compute).contiguous();
+  io.w_hh = w_hh.to(compute).contiguous();
+  io.w_hr = w_hr.has_value() ? w_hr->to(compute).contiguous() : at::Tensor();
   io.y = new_output({s.steps, s.batch, s.hidden_out}, opts);
   io.gates = new_output({saved_steps, s.batch, 4 * s.hidden}, opts);
   io.cells = new_output({saved_steps, s.batch, s.hidden}, opts);
-  io.h_state = h0.contiguous().clone();
-  io.c_state = c0.contiguous().clone();
-  AT_DISPATCH_FLOATING_TYPES(dtype, "lstm_forward_cpu", [&] {
-    lstm_forward_loop<scalar_t>(s, mask, training, io);
+  io.h_state = h0.to(compute).contiguous().clone();
+  io.c_state = c0.to(compute).contiguous().clone();
+  AT_DISPATCH_FLOATING_TYPES(compute, "lstm_forward_cpu", [&] {
+    lstm_forward_loop<scalar_t>(s, mask, training, dtype, io);
   });
-  return {io.y, io.h_state, io.c_state, io.gates, io.cells};
+  return {io.y.to(dtype), io.h_state.to(dtype), io.c_state.to(dtype), io.gates, io.cells};
 }
 
 struct LstmBackwardTensors {
@@ -246,38 +252,40 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_back
     const at::Tensor& y, const at::Tensor& gates, const at::Tensor& cells,
     int64_t tbptt) {
   const at::NoGradGuard no_grad;  // autograd is the Function's job; buffers need none
-  const RecurrenceShape s = check_recurrence("lstm", gates, w_hh, 4);
-  const auto dtype = gates.scalar_type();
+  const RecurrenceShape s = check_saved_recurrence("lstm", gates, w_hh, 4);
+  const auto dtype = w_hh.scalar_type();
   const bool proj = w_hr.has_value();
   check_lstm_backward_operands(s, dy, y, dh_n, dc_n, h0, c0, cells, w_hr,
                                CpuOperandCheck{dtype});
   const RowMask mask(lengths, s);
 
+  const auto compute = state_dtype(dtype);
   const auto opts = gates.options();
   LstmBackwardTensors io;
-  io.dy = dy.contiguous();
-  io.w_hh = w_hh.contiguous();
-  io.w_hr = proj ? w_hr->contiguous() : at::Tensor();
-  io.c0 = c0.contiguous();
+  io.dy = dy.to(compute).contiguous();
+  io.w_hh = w_hh.to(compute).contiguous();
+  io.w_hr = proj ? w_hr->to(compute).contiguous() : at::Tensor();
+  io.c0 = c0.to(compute).contiguous();
   io.gates = gates.contiguous();
   io.cells = cells.contiguous();
   io.dxg = new_output({s.steps, s.batch, 4 * s.hidden}, opts);
   io.dr = proj ? new_output({s.steps, s.batch, s.hidden_out}, opts) : at::Tensor();
-  io.dh_state = dh_n.contiguous().clone();
-  io.dc_state = dc_n.contiguous().clone();
-  AT_DISPATCH_FLOATING_TYPES(dtype, "lstm_backward_cpu", [&] {
+  io.dh_state = dh_n.to(compute).contiguous().clone();
+  io.dc_state = dc_n.to(compute).contiguous().clone();
+  AT_DISPATCH_FLOATING_TYPES(compute, "lstm_backward_cpu", [&] {
     lstm_backward_loop<scalar_t>(s, mask, tbptt, io);
   });
 
   const int64_t rows = s.steps * s.batch;
-  at::Tensor dw_hh = at::mm(io.dxg.view({rows, 4 * s.hidden}).t(), previous_hidden(h0, y));
+  at::Tensor dw_hh = at::mm(io.dxg.view({rows, 4 * s.hidden}).t(), previous_hidden(h0.to(compute), y.to(compute)));
   at::Tensor dw_hr = at::empty({0}, opts);
   if (proj) {
     // Unprojected outputs o * tanh(c), recomputed; zero on ended rows.
     const at::Tensor h_full = io.gates.narrow(2, 3 * s.hidden, s.hidden) * io.cells.tanh();
     dw_hr = at::mm(io.dr.view({rows, s.hidden_out}).t(), h_full.reshape({rows, s.hidden}));
   }
-  return {io.dxg, dw_hh, io.dh_state, io.dc_state, dw_hr};
+  return {io.dxg.to(dtype), dw_hh.to(dtype), io.dh_state.to(dtype), io.dc_state.to(dtype),
+          dw_hr.to(dtype)};
 }
 
 }  // namespace

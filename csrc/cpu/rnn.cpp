@@ -17,7 +17,7 @@ namespace {
 
 template <typename T>
 void rnn_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool relu,
-                      const at::Tensor& xg_t, const at::Tensor& w_hh_t, at::Tensor& y_t,
+                      at::ScalarType round, const at::Tensor& xg_t, const at::Tensor& w_hh_t, at::Tensor& y_t,
                       at::Tensor& h_state) {
   const int64_t T_ = s.steps, B = s.batch, H = s.hidden;
   const PointwiseKernels<T> k = pointwise_kernels<T>(active_isa());
@@ -43,6 +43,8 @@ void rnn_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool relu,
         T* row_y = y + t * B * H + at;
         if (mask.active(b, t)) {
           row_kernel({n, acc.data() + b * n, xg + t * B * H + at, row_y, h_next + at});
+          round_to(row_y, n, round);  // h as stored in the input dtype
+          round_to(h_next + at, n, round);
         } else {  // an ended row keeps its state and writes zeros
           std::fill_n(row_y, n, T(0));
           std::copy_n(h_prev + at, n, h_next + at);
@@ -62,14 +64,16 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_cpu(
   check_operand(h0, "h0", {s.batch, s.hidden}, xg.scalar_type());
   const RowMask mask(lengths, s);
 
-  at::Tensor y = new_output({s.steps, s.batch, s.hidden}, xg.options());
-  at::Tensor h_state = h0.contiguous().clone();
-  const at::Tensor xg_c = xg.contiguous();
-  const at::Tensor w_hh_c = w_hh.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(xg.scalar_type(), "rnn_forward_cpu", [&] {
-    rnn_forward_loop<scalar_t>(s, mask, relu, xg_c, w_hh_c, y, h_state);
+  const auto dtype = xg.scalar_type();
+  const auto compute = state_dtype(dtype);
+  at::Tensor y = new_output({s.steps, s.batch, s.hidden}, xg.options().dtype(compute));
+  at::Tensor h_state = h0.to(compute).contiguous().clone();
+  const at::Tensor xg_c = xg.to(compute).contiguous();
+  const at::Tensor w_hh_c = w_hh.to(compute).contiguous();
+  AT_DISPATCH_FLOATING_TYPES(compute, "rnn_forward_cpu", [&] {
+    rnn_forward_loop<scalar_t>(s, mask, relu, dtype, xg_c, w_hh_c, y, h_state);
   });
-  return {y, h_state};
+  return {y.to(dtype), h_state.to(dtype)};
 }
 
 template <typename T>
@@ -144,17 +148,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_backward_cpu(
   check_rnn_backward_operands(s, dy, dh_n, h0, CpuOperandCheck{dtype});
   const RowMask mask(lengths, s);
 
-  at::Tensor dxg = new_output({s.steps, s.batch, s.hidden}, y.options());
-  at::Tensor dh_state = dh_n.contiguous().clone();
-  const at::Tensor dy_c = dy.contiguous();
-  const at::Tensor y_c = y.contiguous();
-  const at::Tensor w_hh_c = w_hh.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(dtype, "rnn_backward_cpu", [&] {
+  const auto compute = state_dtype(dtype);
+  at::Tensor dxg = new_output({s.steps, s.batch, s.hidden}, y.options().dtype(compute));
+  at::Tensor dh_state = dh_n.to(compute).contiguous().clone();
+  const at::Tensor dy_c = dy.to(compute).contiguous();
+  const at::Tensor y_c = y.to(compute).contiguous();
+  const at::Tensor w_hh_c = w_hh.to(compute).contiguous();
+  AT_DISPATCH_FLOATING_TYPES(compute, "rnn_backward_cpu", [&] {
     rnn_backward_loop<scalar_t>(s, mask, relu, tbptt, dy_c, w_hh_c, y_c, dxg, dh_state);
   });
   at::Tensor dw_hh = at::mm(dxg.view({s.steps * s.batch, s.hidden}).t(),
-                            previous_hidden(h0.contiguous(), y_c));
-  return {dxg, dw_hh, dh_state};
+                            previous_hidden(h0.to(compute).contiguous(), y_c));
+  return {dxg.to(dtype), dw_hh.to(dtype), dh_state.to(dtype)};
 }
 
 }  // namespace
