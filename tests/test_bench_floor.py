@@ -33,3 +33,9 @@ def test_cpu_backend_paths_name_the_isa_and_gemm(monkeypatch):
     assert paths["isa"] == "base"
     assert "base" in paths["isas"].split(", ")
     assert paths["gemm_fp32"] in ("mkl_packed", "aten")
+
+
+def test_a_16bit_floor_is_never_below_float32s():
+    rates = floor.gemm_gflops(["bf16"], torch.device("cpu"))
+    assert list(rates) == ["bf16"]
+    assert rates["bf16"] >= floor.gemm_gflops(["fp32"], torch.device("cpu"))["fp32"] / 2

@@ -4,7 +4,10 @@ GEMM rate measured in the same run, at the run's thread count.
 
 The rate is that of one large matmul (torch.mm: MKL's sgemm on the x86
 wheel, which the cpu backend's packed GEMM reaches per call), measured once
-per dtype at the start of a run. `floor_fraction` = floor time / measured
+per dtype at the start of a run. A 16-bit dtype's rate is the better of its
+own matmul and float32's: a layer may compute 16-bit inputs in float32 (the
+cpu backend does), so a CPU without fast 16-bit matmuls does not lower its
+floor. `floor_fraction` = floor time / measured
 time: 1 would be a layer that does nothing but GEMMs at that rate.
 Also here: which ISA level and GEMM path the cpu backend ran.
 """
@@ -26,7 +29,7 @@ def gemm_gflops(dtype_names, device):
     if device.type != "cpu":
         return {}
     rates = {}
-    for name in dtype_names:
+    for name in ["fp32"] + sorted(set(dtype_names) - {"fp32"}):
         dtype = DTYPES[name]
         a = torch.randn(_SIZE, _SIZE).to(dtype)
         b = torch.randn(_SIZE, _SIZE).to(dtype)
@@ -36,8 +39,8 @@ def gemm_gflops(dtype_names, device):
             start = time.perf_counter()
             torch.mm(a, b)
             best = min(best, time.perf_counter() - start)
-        rates[name] = 2 * _SIZE**3 / best / 1e9
-    return rates
+        rates[name] = max(2 * _SIZE**3 / best / 1e9, rates.get("fp32", 0.0))
+    return {name: rates[name] for name in dtype_names}
 
 
 def cpu_backend_paths():
