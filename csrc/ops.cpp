@@ -7,7 +7,10 @@
 // w_hr [H_out, H], b_hn [H], lengths int64 [B]. `training` false skips saving
 // per-step state (gates/cells/hn then hold a single step). tbptt = 0 is full
 // BPTT; k > 0 cuts the dh/dc carry into step t-1 at t = k, 2k, ...
-// Tensors a cell does not have come back as empty [0] tensors.
+// Tensors a cell does not have come back as empty [0] tensors. For bfloat16
+// and float16 inputs the saved per-step buffers (gates, cells, hn) are
+// float32 (the cpu backend's fakes say so); y, the states and every gradient
+// keep the input dtype.
 #include <torch/library.h>
 
 TORCH_LIBRARY(rnnkernels, m) {

@@ -2,7 +2,9 @@
 
 The ops are registered with torch.library (csrc/ops.cpp); this file adds
 their fake implementations, so torch.compile can trace them, and maps the op
-contract onto them. float32 and float64 on CPU tensors.
+contract onto them. float32 and float64 on CPU tensors; bfloat16 and float16
+too, computed as the reference backend does (float32 state, accumulation and
+saved gates; h rounded to the input dtype every step).
 """
 
 import importlib.util
@@ -11,18 +13,12 @@ import torch
 
 from .contract import RecurrenceGrads
 
-_DTYPES = (torch.float32, torch.float64)
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 def load_extension():
     """(rnnkernels._C, None) when the extension is loaded, else (None, why not)."""
     return _EXTENSION, _LOAD_ERROR
-
-
-def _own(y, needs_backward):
-    """The backward's copy of the states in y: the caller may change y in place
-    (the saved-tensor rule, rnnkernels/function.py)."""
-    return y.clone() if needs_backward else None
 
 
 class CpuBackend:
@@ -35,7 +31,8 @@ class CpuBackend:
         if device.type != "cpu":
             return f"it runs on CPU tensors, got tensors on {device}"
         if dtype not in _DTYPES:
-            return f"it supports torch.float32 and torch.float64, got {dtype}"
+            return ("it supports torch.float32, torch.float64, torch.bfloat16 and "
+                    f"torch.float16, got {dtype}")
         return None
 
     def forward(self, cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, needs_backward):
@@ -43,12 +40,13 @@ class CpuBackend:
         if cell == "lstm":
             y, h_n, c_n, gates, cells = ops.lstm_forward(
                 xg, w_hh, h0, c0, w_hr, lengths, needs_backward)
-            return y, h_n, c_n, (w_hh, h0, c0, w_hr, lengths, _own(y, needs_backward), gates, cells)
+            return y, h_n, c_n, (w_hh, h0, c0, w_hr, lengths, _states(y, needs_backward),
+                                 gates, cells)
         if cell == "gru":
             y, h_n, gates, hn = ops.gru_forward(xg, w_hh, h0, b_hn, lengths, needs_backward)
-            return y, h_n, None, (w_hh, h0, b_hn, lengths, _own(y, needs_backward), gates, hn)
+            return y, h_n, None, (w_hh, h0, b_hn, lengths, _states(y, needs_backward), gates, hn)
         y, h_n = ops.rnn_forward(xg, w_hh, h0, lengths, cell == "rnn_relu")
-        return y, h_n, None, (w_hh, h0, lengths, _own(y, needs_backward))
+        return y, h_n, None, (w_hh, h0, lengths, _states(y, needs_backward))
 
     def backward(self, cell, tbptt, saved, dy, dh_n, dc_n):
         ops = torch.ops.rnnkernels
@@ -68,10 +66,24 @@ class CpuBackend:
         return RecurrenceGrads(dxg, dw_hh, dh0, None, None, None)
 
 
+def _states(y, needs_backward):
+    """The per-step states backward reads (h_{t-1}, and the RNN's activation).
+
+    The saved-tensor rule: nothing saved may alias an output, because callers
+    modify outputs in place (`y += 1`) as torch.nn allows. For every row
+    active at step t, y[t] is its state, so a copy of y is all backward needs.
+    """
+    return y.clone() if needs_backward else y.new_empty((0,))
+
+
 def _register_fakes():
     """Shape functions of the C++ ops (see csrc/ops.cpp for the schemas)."""
     register = torch.library.register_fake
     empty = torch.Tensor.new_empty
+
+    def state(like, shape):  # the saved per-step buffers: float32 for 16-bit inputs
+        dtype = torch.float32 if like.dtype in (torch.bfloat16, torch.float16) else like.dtype
+        return like.new_empty(shape, dtype=dtype)
 
     @register("rnnkernels::lstm_forward")
     def _lstm_forward(xg, w_hh, h0, c0, w_hr, lengths, training):
@@ -79,8 +91,8 @@ def _register_fakes():
         hidden, hidden_out = gates // 4, w_hh.shape[1]
         saved = steps if training else 1
         return (empty(xg, (steps, batch, hidden_out)), empty(xg, (batch, hidden_out)),
-                empty(xg, (batch, hidden)), empty(xg, (saved, batch, gates)),
-                empty(xg, (saved, batch, hidden)))
+                empty(xg, (batch, hidden)), state(xg, (saved, batch, gates)),
+                state(xg, (saved, batch, hidden)))
 
     @register("rnnkernels::lstm_backward")
     def _lstm_backward(dy, dh_n, dc_n, w_hh, h0, c0, w_hr, lengths, y, gates, cells, tbptt):
@@ -93,7 +105,7 @@ def _register_fakes():
         steps, batch, gates = xg.shape
         saved = steps if training else 1
         return (empty(xg, (steps, batch, gates // 3)), empty(xg, h0.shape),
-                empty(xg, (saved, batch, gates)), empty(xg, (saved, batch, gates // 3)))
+                state(xg, (saved, batch, gates)), state(xg, (saved, batch, gates // 3)))
 
     @register("rnnkernels::gru_backward")
     def _gru_backward(dy, dh_n, w_hh, h0, lengths, y, gates, hn, has_b_hn, tbptt):

@@ -28,6 +28,28 @@ inline at::Tensor new_output(at::IntArrayRef sizes,
   return out;
 }
 
+// bfloat16 and float16 run as float32 (state, accumulation and the saved
+// gates), with h rounded to the input dtype every step, as the reference
+// backend does.
+inline bool is_16bit(at::ScalarType dtype) {
+  return dtype == at::kBFloat16 || dtype == at::kHalf;
+}
+
+inline at::ScalarType state_dtype(at::ScalarType dtype) {
+  return is_16bit(dtype) ? at::kFloat : dtype;
+}
+
+// Rounds p[0, n) to `to` (a no-op unless it is 16-bit): what storing h in
+// the input dtype and reading it back does.
+template <typename T>
+void round_to(T* p, int64_t n, at::ScalarType to) {
+  if (to == at::kBFloat16) {
+    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(static_cast<float>(c10::BFloat16(p[i])));
+  } else if (to == at::kHalf) {
+    for (int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(static_cast<float>(c10::Half(p[i])));
+  }
+}
+
 inline std::string shape_of(const at::Tensor& t) {
   return c10::str(t.sizes());
 }
@@ -72,20 +94,37 @@ inline RecurrenceShape check_recurrence(const char* cell, const at::Tensor& xg,
   TORCH_CHECK(xg.device().is_cpu(),
               "rnnkernels cpu backend runs on CPU tensors, got xg on ",
               xg.device());
-  TORCH_CHECK(xg.scalar_type() == at::kFloat || xg.scalar_type() == at::kDouble,
-              "rnnkernels cpu backend supports float32 and float64, got ",
-              xg.scalar_type());
+  const at::ScalarType dtype = xg.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || is_16bit(dtype),
+              "rnnkernels cpu backend supports float32, float64, bfloat16 and float16, got ",
+              dtype);
   const RecurrenceShape s = recurrence_shape(cell, xg, w_hh, gates);
-  check_operand(w_hh, "w_hh", {gates * s.hidden, s.hidden_out}, xg.scalar_type());
+  check_operand(w_hh, "w_hh", {gates * s.hidden, s.hidden_out}, dtype);
+  return s;
+}
+
+// A backward op's checks of the saved per-step buffer it takes its shape
+// from (gates, or the RNN's states): in state_dtype of w_hh's dtype.
+inline RecurrenceShape check_saved_recurrence(const char* cell, const at::Tensor& saved,
+                                              const at::Tensor& w_hh, int64_t gates) {
+  if (!is_16bit(w_hh.scalar_type()) || saved.scalar_type() != at::kFloat) {
+    return check_recurrence(cell, saved, w_hh, gates);
+  }
+  TORCH_CHECK(saved.device().is_cpu(),
+              "rnnkernels cpu backend runs on CPU tensors, got xg on ", saved.device());
+  const RecurrenceShape s = recurrence_shape(cell, saved, w_hh, gates);
+  check_operand(w_hh, "w_hh", {gates * s.hidden, s.hidden_out}, w_hh.scalar_type());
   return s;
 }
 
 // check_operand bound to xg's dtype: the cpu backend's `check` for the
-// operand lists below.
+// operand lists below. The saved per-step buffers (cells, hn) are in
+// state_dtype(dtype).
 struct CpuOperandCheck {
   at::ScalarType dtype;
   void operator()(const at::Tensor& t, const char* name, at::IntArrayRef sizes) const {
-    check_operand(t, name, sizes, dtype);
+    const bool saved = std::string(name) == "cells" || std::string(name) == "hn";
+    check_operand(t, name, sizes, saved ? state_dtype(dtype) : dtype);
   }
 };
 
@@ -202,7 +241,7 @@ inline bool cuts_carry(int64_t tbptt, int64_t t) {
 
 // h_{t-1} for every step: [h0, y_0, ..., y_{T-2}], as [T*B, H_out]. For a row
 // active at t, y_{t-1} is its real state; rows inactive at t have dG = 0, so
-// their entry never reaches dW_hh.
+// their entry never reaches dW_hh. Explicit sizes: B or H_out may be 0.
 inline at::Tensor previous_hidden(const at::Tensor& h0, const at::Tensor& y) {
   const int64_t steps = y.size(0);
   at::Tensor prev = at::cat({h0.unsqueeze(0), y.narrow(0, 0, steps - 1)}, 0);

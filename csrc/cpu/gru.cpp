@@ -1,14 +1,21 @@
 // GRU recurrence on the CPU (op contract of DESIGN.md, cell "gru").
 //
-// Forward, per step: hg = h_{t-1} W_hh^T (one mm), then the fused pointwise
-// update; b_hn joins the n row inside r * (W_hn h + b_hn), which is why it is
-// not folded into xg. Backward produces two gradients per step: dxg (input
-// side, [dr, dz, dn]) and the recurrent one [dr, dz, dhn], which feeds the
-// carry and, after the loop, dW_hh and db_hn.
+// One parallel region per sequence (region.h), each thread owning a slice of
+// the H units: per step acc = h_{t-1} W_slice^T over its r, z, n rows (one
+// packed GEMM), then the gate math; b_hn joins the n row inside
+// r * (W_hn h + b_hn), which is why it is not folded into xg. Backward
+// produces two gradients per step: dxg (input side, [dr, dz, dn]) and the
+// recurrent one [dr, dz, dhn], whose product with the thread's columns of
+// W_hh plus the direct z * dh path is the carry; dW_hh and db_hn follow the
+// loop.
 #include <torch/library.h>
 
-#include "../cell_math.h"
+#include <vector>
+
 #include "common.h"
+#include "gemm.h"
+#include "pointwise.h"
+#include "region.h"
 
 namespace rnnkernels {
 namespace {
@@ -19,51 +26,59 @@ struct GruForwardTensors {
   at::Tensor h_state;
 };
 
-template <typename scalar_t>
-void gru_forward_loop(const RecurrenceShape& s, const RowMask& mask,
-                      bool training, GruForwardTensors& io) {
-  const int64_t B = s.batch, H = s.hidden, G3 = 3 * s.hidden;
-  at::Tensor hg = at::empty({B, G3}, io.xg.options());
-  const at::Tensor w_hh_t = io.w_hh.t();
-  const scalar_t* p_bias = io.b_hn.defined() ? io.b_hn.data_ptr<scalar_t>() : nullptr;
+template <typename T>
+void gru_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool training,
+                      at::ScalarType round, GruForwardTensors& io) {
+  const int64_t T_ = s.steps, B = s.batch, H = s.hidden, G3 = 3 * H;
+  const PointwiseKernels<T> k = pointwise_kernels<T>(active_isa());
+  const GemmPath path = gemm_path(io.xg.scalar_type());
+  std::vector<T> h_buf(2 * B * H);  // h_{t-1} and h_t
+  std::copy_n(io.h_state.data_ptr<T>(), B * H, h_buf.data());
+  const T* xg = io.xg.data_ptr<T>();
+  const T* w_hh = io.w_hh.data_ptr<T>();
+  const T* b_hn = io.b_hn.defined() ? io.b_hn.data_ptr<T>() : nullptr;
+  T* y = io.y.data_ptr<T>();
+  T* gates = io.gates.data_ptr<T>();
+  T* hn = io.hn.data_ptr<T>();
 
-  for (int64_t t = 0; t < s.steps; ++t) {
-    at::mm_out(hg, io.h_state, w_hh_t);
-    const int64_t slot = training ? t : 0;
-    const scalar_t* p_xg = io.xg[t].data_ptr<scalar_t>();
-    const scalar_t* p_hg = hg.data_ptr<scalar_t>();
-    scalar_t* p_gates = io.gates[slot].data_ptr<scalar_t>();
-    scalar_t* p_hn = io.hn[slot].data_ptr<scalar_t>();
-    scalar_t* p_y = io.y[t].data_ptr<scalar_t>();
-    scalar_t* p_h = io.h_state.data_ptr<scalar_t>();
+  run_region(region_threads(H), [&](int tid, int threads) {
+    const Slice u = slice_of(H, tid, threads);
+    const int64_t n = u.size();
+    std::vector<T> rows(3 * n * H);  // this slice's r, z, n rows of W_hh
+    for (int64_t g = 0; g < 3; ++g) {
+      std::copy_n(w_hh + (g * H + u.begin) * H, n * H, rows.data() + g * n * H);
+    }
+    const SliceGemm<T> gemm(path, rows.data(), H, true, B, 3 * n, H);
+    std::vector<T> acc(B * 3 * n);
 
-    for_each_row_range(B, G3, [&](int64_t first, int64_t end) {
-      for (int64_t b = first; b < end; ++b) {
-        const bool on = mask.active(b, t);
-        const scalar_t* row_xg = p_xg + b * G3;
-        const scalar_t* row_hg = p_hg + b * G3;
-        scalar_t* row_gates = p_gates + b * G3;
-        for (int64_t j = 0; j < H; ++j) {
-          const int64_t u = b * H + j;
-          if (!on) {
-            row_gates[j] = row_gates[H + j] = row_gates[2 * H + j] = 0;
-            p_hn[u] = 0;
-            p_y[u] = 0;
-            continue;
-          }
-          const scalar_t hn = row_hg[2 * H + j] + (p_bias ? p_bias[j] : scalar_t(0));
-          const GruStep<scalar_t> st = gru_step_forward<scalar_t>(
-              row_xg[j] + row_hg[j], row_xg[H + j] + row_hg[H + j], row_xg[2 * H + j], hn, p_h[u]);
-          row_gates[j] = st.r;
-          row_gates[H + j] = st.z;
-          row_gates[2 * H + j] = st.n;
-          p_hn[u] = hn;
-          p_y[u] = st.h;
-          p_h[u] = st.h;
+    for (int64_t t = 0; t < T_; ++t) {
+      const T* h_prev = h_buf.data() + (t % 2) * B * H;
+      T* h_next = h_buf.data() + ((t + 1) % 2) * B * H;
+      const int64_t slot = training ? t : 0;
+      gemm.run(h_prev, H, acc.data(), 3 * n);
+      for (int64_t b = 0; b < B; ++b) {
+        T* row_gates = gates + (slot * B + b) * G3 + u.begin;
+        T* row_hn = hn + (slot * B + b) * H + u.begin;
+        T* row_y = y + (t * B + b) * H + u.begin;
+        if (mask.active(b, t)) {
+          k.gru_forward({n, H, acc.data() + b * 3 * n, xg + (t * B + b) * G3 + u.begin,
+                         b_hn == nullptr ? nullptr : b_hn + u.begin, h_prev + b * H + u.begin,
+                         row_gates, row_hn, row_y, h_next + b * H + u.begin});
+          round_to(row_y, n, round);  // h as stored in the input dtype
+          round_to(h_next + b * H + u.begin, n, round);
+          continue;
         }
+        for (int64_t g = 0; g < 3; ++g) {  // an ended row keeps its state, writes zeros
+          std::fill_n(row_gates + g * H, n, T(0));
+        }
+        std::fill_n(row_hn, n, T(0));
+        std::fill_n(row_y, n, T(0));
+        std::copy_n(h_prev + b * H + u.begin, n, h_next + b * H + u.begin);
       }
-    });
-  }
+      step_barrier();  // h_t complete
+    }
+  });
+  std::copy_n(h_buf.data() + (T_ % 2) * B * H, B * H, io.h_state.data_ptr<T>());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward_cpu(
@@ -76,20 +91,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward_cpu(
   check_gru_forward_operands(s, h0, b_hn, CpuOperandCheck{dtype});
   const RowMask mask(lengths, s);
 
-  const auto opts = xg.options();
+  const auto compute = state_dtype(dtype);
+  const auto opts = xg.options().dtype(compute);
   const int64_t saved_steps = training ? s.steps : 1;
   GruForwardTensors io;
-  io.xg = xg.contiguous();
-  io.w_hh = w_hh.contiguous();
-  io.b_hn = b_hn.has_value() ? b_hn->contiguous() : at::Tensor();
+  io.xg = xg.to(compute).contiguous();
+  io.w_hh = w_hh.to(compute).contiguous();
+  io.b_hn = b_hn.has_value() ? b_hn->to(compute).contiguous() : at::Tensor();
   io.y = new_output({s.steps, s.batch, s.hidden}, opts);
   io.gates = new_output({saved_steps, s.batch, 3 * s.hidden}, opts);
   io.hn = new_output({saved_steps, s.batch, s.hidden}, opts);
-  io.h_state = h0.contiguous().clone();
-  AT_DISPATCH_FLOATING_TYPES(dtype, "gru_forward_cpu", [&] {
-    gru_forward_loop<scalar_t>(s, mask, training, io);
+  io.h_state = h0.to(compute).contiguous().clone();
+  AT_DISPATCH_FLOATING_TYPES(compute, "gru_forward_cpu", [&] {
+    gru_forward_loop<scalar_t>(s, mask, training, dtype, io);
   });
-  return {io.y, io.h_state, io.gates, io.hn};
+  return {io.y.to(dtype), io.h_state.to(dtype), io.gates, io.hn};
 }
 
 struct GruBackwardTensors {
@@ -98,52 +114,78 @@ struct GruBackwardTensors {
   at::Tensor dh_state;                    // carry, [B, H]
 };
 
-template <typename scalar_t>
-void gru_backward_loop(const RecurrenceShape& s, const RowMask& mask,
-                       int64_t tbptt, GruBackwardTensors& io) {
-  const int64_t B = s.batch, H = s.hidden, G3 = 3 * s.hidden;
-  for (int64_t t = s.steps - 1; t >= 0; --t) {
-    const scalar_t* p_dy = io.dy[t].data_ptr<scalar_t>();
-    const scalar_t* p_gates = io.gates[t].data_ptr<scalar_t>();
-    const scalar_t* p_hn = io.hn[t].data_ptr<scalar_t>();
-    // For a row active at t, y_{t-1} is its real h_{t-1}.
-    const scalar_t* p_h_prev = (t > 0 ? io.y[t - 1] : io.h0).data_ptr<scalar_t>();
-    scalar_t* p_dxg = io.dxg[t].data_ptr<scalar_t>();
-    scalar_t* p_rec = io.dg_rec[t].data_ptr<scalar_t>();
-    scalar_t* p_carry = io.dh_state.data_ptr<scalar_t>();
+template <typename T>
+void gru_backward_loop(const RecurrenceShape& s, const RowMask& mask, int64_t tbptt,
+                       GruBackwardTensors& io) {
+  const int64_t T_ = s.steps, B = s.batch, H = s.hidden, G3 = 3 * H;
+  const PointwiseKernels<T> k = pointwise_kernels<T>(active_isa());
+  const GemmPath path = gemm_path(io.dy.scalar_type());
+  const T* dy = io.dy.data_ptr<T>();
+  const T* w_hh = io.w_hh.data_ptr<T>();
+  const T* h0 = io.h0.data_ptr<T>();
+  const T* y = io.y.data_ptr<T>();
+  const T* gates = io.gates.data_ptr<T>();
+  const T* hn = io.hn.data_ptr<T>();
+  T* dxg = io.dxg.data_ptr<T>();
+  T* drec = io.dg_rec.data_ptr<T>();
+  T* dh_state = io.dh_state.data_ptr<T>();
 
-    for_each_row_range(B, G3, [&](int64_t first, int64_t end) {
-      for (int64_t b = first; b < end; ++b) {
-        const bool on = mask.active(b, t);
-        const scalar_t* row_gates = p_gates + b * G3;
-        scalar_t* row_dxg = p_dxg + b * G3;
-        scalar_t* row_rec = p_rec + b * G3;
-        for (int64_t j = 0; j < H; ++j) {
-          const int64_t u = b * H + j;
-          if (!on) {
-            row_dxg[j] = row_dxg[H + j] = row_dxg[2 * H + j] = 0;
-            row_rec[j] = row_rec[H + j] = row_rec[2 * H + j] = 0;
-            continue;  // the carry passes through unchanged
+  run_region(region_threads(H), [&](int tid, int threads) {
+    const Slice u = slice_of(H, tid, threads);
+    const int64_t n = u.size();
+    const SliceGemm<T> carry_gemm(path, w_hh + u.begin, H, false, B, n, G3);
+    std::vector<T> carry(B * n), direct(B * n), acc(B * n);
+    for (int64_t b = 0; b < B; ++b) {
+      std::copy_n(dh_state + b * H + u.begin, n, carry.data() + b * n);
+    }
+    // The carry into h_{t-1} from step t, for rows active at t: the
+    // recurrent gradient through W_hh plus the direct z * dh path.
+    const auto carry_from = [&](int64_t t) {
+      carry_gemm.run(drec + t * B * G3, G3, acc.data(), n);
+      for (int64_t b = 0; b < B; ++b) {
+        if (mask.active(b, t)) {
+          for (int64_t j = 0; j < n; ++j) {
+            carry[b * n + j] = acc[b * n + j] + direct[b * n + j];
           }
-          const GruStepGrad<scalar_t> g = gru_step_backward<scalar_t>(
-              row_gates[j], row_gates[H + j], row_gates[2 * H + j], p_hn[u], p_h_prev[u],
-              p_carry[u] + p_dy[u]);
-          row_dxg[j] = row_rec[j] = g.d_pre_r;
-          row_dxg[H + j] = row_rec[H + j] = g.d_pre_z;
-          row_dxg[2 * H + j] = g.d_pre_n;
-          row_rec[2 * H + j] = g.d_hn;
-          p_carry[u] = g.dh_prev_direct;
         }
       }
-    });
+    };
 
-    if (cuts_carry(tbptt, t)) {
-      io.dh_state.zero_();
-    } else {
-      // Ended rows have a zero recurrent gradient, so this adds nothing there.
-      io.dh_state.addmm_(io.dg_rec[t], io.w_hh);
+    for (int64_t t = T_ - 1; t >= 0; --t) {
+      if (t < T_ - 1) {
+        if (cuts_carry(tbptt, t + 1)) {
+          std::fill(carry.begin(), carry.end(), T(0));
+        } else {
+          carry_from(t + 1);
+        }
+      }
+      // For a row active at t, y_{t-1} is its real h_{t-1}.
+      const T* h_prev = t > 0 ? y + (t - 1) * B * H : h0;
+      for (int64_t b = 0; b < B; ++b) {
+        T* row_dxg = dxg + (t * B + b) * G3 + u.begin;
+        T* row_rec = drec + (t * B + b) * G3 + u.begin;
+        if (!mask.active(b, t)) {  // the carry passes through unchanged
+          for (int64_t g = 0; g < 3; ++g) {
+            std::fill_n(row_dxg + g * H, n, T(0));
+            std::fill_n(row_rec + g * H, n, T(0));
+          }
+          continue;
+        }
+        T* dh = carry.data() + b * n;
+        const T* row_dy = dy + (t * B + b) * H + u.begin;
+        for (int64_t j = 0; j < n; ++j) {
+          dh[j] += row_dy[j];
+        }
+        k.gru_backward({n, H, gates + (t * B + b) * G3 + u.begin, hn + (t * B + b) * H + u.begin,
+                        h_prev + b * H + u.begin, dh, row_dxg, row_rec, direct.data() + b * n});
+      }
+      step_barrier();  // the recurrent gradient of step t complete
     }
-  }
+    carry_from(0);
+    for (int64_t b = 0; b < B; ++b) {
+      std::copy_n(carry.data() + b * n, n, dh_state + b * H + u.begin);
+    }
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_backward_cpu(
@@ -152,30 +194,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_backward_cpu(
     const at::Tensor& y, const at::Tensor& gates, const at::Tensor& hn,
     bool has_b_hn, int64_t tbptt) {
   const at::NoGradGuard no_grad;  // autograd is the Function's job; buffers need none
-  const RecurrenceShape s = check_recurrence("gru", gates, w_hh, 3);
-  const auto dtype = gates.scalar_type();
+  const RecurrenceShape s = check_saved_recurrence("gru", gates, w_hh, 3);
+  const auto dtype = w_hh.scalar_type();
   check_gru_backward_operands(s, dy, y, hn, dh_n, h0, CpuOperandCheck{dtype});
   const RowMask mask(lengths, s);
 
+  const auto compute = state_dtype(dtype);
   const auto opts = gates.options();
   GruBackwardTensors io;
-  io.dy = dy.contiguous();
-  io.w_hh = w_hh.contiguous();
-  io.h0 = h0.contiguous();
-  io.y = y.contiguous();
+  io.dy = dy.to(compute).contiguous();
+  io.w_hh = w_hh.to(compute).contiguous();
+  io.h0 = h0.to(compute).contiguous();
+  io.y = y.to(compute).contiguous();
   io.gates = gates.contiguous();
   io.hn = hn.contiguous();
   io.dxg = new_output({s.steps, s.batch, 3 * s.hidden}, opts);
   io.dg_rec = new_output({s.steps, s.batch, 3 * s.hidden}, opts);
-  io.dh_state = dh_n.contiguous().clone();
-  AT_DISPATCH_FLOATING_TYPES(dtype, "gru_backward_cpu", [&] {
+  io.dh_state = dh_n.to(compute).contiguous().clone();
+  AT_DISPATCH_FLOATING_TYPES(compute, "gru_backward_cpu", [&] {
     gru_backward_loop<scalar_t>(s, mask, tbptt, io);
   });
 
-  at::Tensor dw_hh = at::mm(io.dg_rec.view({s.steps * s.batch, 3 * s.hidden}).t(), previous_hidden(io.h0, io.y));
+  at::Tensor dw_hh = at::mm(io.dg_rec.view({s.steps * s.batch, 3 * s.hidden}).t(),
+                            previous_hidden(io.h0, io.y));
   at::Tensor db_hn = has_b_hn ? io.dg_rec.narrow(2, 2 * s.hidden, s.hidden).sum({0, 1})
                               : at::empty({0}, opts);
-  return {io.dxg, dw_hh, io.dh_state, db_hn};
+  return {io.dxg.to(dtype), dw_hh.to(dtype), io.dh_state.to(dtype), db_hn.to(dtype)};
 }
 
 }  // namespace

@@ -1,90 +1,112 @@
 // LSTM recurrence on the CPU (op contract of DESIGN.md, cell "lstm").
 //
-// Forward, per step: pre = xg_t + h_{t-1} W_hh^T (one addmm), then the fused
-// pointwise update from cell_math.h, then the optional projection
-// h_t = W_hr (o * tanh(c_t)). Backward walks the steps in reverse producing
-// dG_t (= dxg_t) and the dh/dc carry, cut at tbptt boundaries; dW_hh and
-// dW_hr are one GEMM each after the loop.
+// The whole sequence runs in one parallel region (region.h): each thread owns
+// a slice of the H units, packs its 4 gate rows of W_hh once, and per step
+// computes acc = h_{t-1} W_slice^T (one packed GEMM; xg is added in the gate
+// math, not copied in), the gate math of its units (pointwise.h), and meets
+// the others at the barrier. With a projection a second phase per step, over
+// slices of the P outputs, computes h_t = W_hr (o * tanh(c_t)).
+//
+// Backward runs the steps in reverse the same way: each thread owns units and
+// packs its columns of W_hh, so the carry into h_{t-1} of its units is one
+// GEMM of the full dG_{t+1}; dW_hh and dW_hr are one GEMM each after the loop.
 #include <torch/library.h>
 
-#include "../cell_math.h"
+#include <vector>
+
 #include "common.h"
+#include "gemm.h"
+#include "pointwise.h"
+#include "region.h"
 
 namespace rnnkernels {
 namespace {
 
 struct LstmForwardTensors {
-  at::Tensor xg, w_hh, w_hr;  // inputs; w_hr undefined without projection
-  at::Tensor y, gates, cells; // outputs; gates/cells hold one step when not training
+  at::Tensor xg, w_hh, w_hr;   // inputs; w_hr undefined without projection
+  at::Tensor y, gates, cells;  // outputs; gates/cells hold one step when not training
   at::Tensor h_state, c_state;
 };
 
-template <typename scalar_t>
-void lstm_forward_loop(const RecurrenceShape& s, const RowMask& mask,
-                       bool training, LstmForwardTensors& io) {
-  const int64_t B = s.batch, H = s.hidden, G4 = 4 * s.hidden;
+template <typename T>
+void lstm_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool training,
+                       at::ScalarType round, LstmForwardTensors& io) {
+  const int64_t T_ = s.steps, B = s.batch, H = s.hidden, P = s.hidden_out, G4 = 4 * H;
   const bool proj = io.w_hr.defined();
-  const auto opts = io.xg.options();
-  at::Tensor pre = at::empty({B, G4}, opts);
-  at::Tensor h_full = proj ? at::empty({B, H}, opts) : at::Tensor();
-  at::Tensor projected = proj ? at::empty({B, s.hidden_out}, opts) : at::Tensor();
-  const at::Tensor w_hh_t = io.w_hh.t();
+  const PointwiseKernels<T> k = pointwise_kernels<T>(active_isa());
+  const GemmPath path = gemm_path(io.xg.scalar_type());
+  // h_{t-1} and h_t, [2][B, P]; the unprojected h of every unit, [B, H].
+  std::vector<T> h_buf(2 * B * P);
+  std::copy_n(io.h_state.data_ptr<T>(), B * P, h_buf.data());
+  std::vector<T> h_full(proj ? B * H : 0, T(0));
+  const T* xg = io.xg.data_ptr<T>();
+  const T* w_hh = io.w_hh.data_ptr<T>();
+  const T* w_hr = proj ? io.w_hr.data_ptr<T>() : nullptr;
+  T* y = io.y.data_ptr<T>();
+  T* gates = io.gates.data_ptr<T>();
+  T* cells = io.cells.data_ptr<T>();
+  T* c = io.c_state.data_ptr<T>();
 
-  for (int64_t t = 0; t < s.steps; ++t) {
-    at::addmm_out(pre, io.xg[t], io.h_state, w_hh_t);
-    const int64_t slot = training ? t : 0;
-    const scalar_t* p_pre = pre.data_ptr<scalar_t>();
-    scalar_t* p_gates = io.gates[slot].data_ptr<scalar_t>();
-    scalar_t* p_cells = io.cells[slot].data_ptr<scalar_t>();
-    scalar_t* p_c = io.c_state.data_ptr<scalar_t>();
-    // Without projection the unprojected h is the output and the state.
-    scalar_t* p_h_out = proj ? h_full.data_ptr<scalar_t>() : io.y[t].data_ptr<scalar_t>();
-    scalar_t* p_h = io.h_state.data_ptr<scalar_t>();
-
-    for_each_row_range(B, G4, [&](int64_t first, int64_t end) {
-      for (int64_t b = first; b < end; ++b) {
-        const bool on = mask.active(b, t);
-        const scalar_t* row_pre = p_pre + b * G4;
-        scalar_t* row_gates = p_gates + b * G4;
-        for (int64_t j = 0; j < H; ++j) {
-          const int64_t u = b * H + j;
-          if (on) {
-            const LstmStep<scalar_t> st = lstm_step_forward<scalar_t>(
-                row_pre[j], row_pre[H + j], row_pre[2 * H + j], row_pre[3 * H + j], p_c[u]);
-            row_gates[j] = st.gates.i;
-            row_gates[H + j] = st.gates.f;
-            row_gates[2 * H + j] = st.gates.g;
-            row_gates[3 * H + j] = st.gates.o;
-            p_c[u] = st.c;
-            p_h_out[u] = st.h;
-            if (!proj) {
-              p_h[u] = st.h;
-            }
-          } else {
-            row_gates[j] = row_gates[H + j] = row_gates[2 * H + j] = row_gates[3 * H + j] = 0;
-            p_h_out[u] = 0;
-          }
-          p_cells[u] = p_c[u];
-        }
-      }
-    });
-
-    if (proj) {
-      at::mm_out(projected, h_full, io.w_hr.t());
-      const int64_t P = s.hidden_out;
-      const scalar_t* p_r = projected.data_ptr<scalar_t>();
-      scalar_t* p_y = io.y[t].data_ptr<scalar_t>();
-      for (int64_t b = 0; b < B; ++b) {
-        const bool on = mask.active(b, t);
-        for (int64_t k = 0; k < P; ++k) {
-          p_y[b * P + k] = on ? p_r[b * P + k] : scalar_t(0);
-          if (on) {
-            p_h[b * P + k] = p_r[b * P + k];
-          }
-        }
-      }
+  run_region(region_threads(H), [&](int tid, int threads) {
+    const Slice u = slice_of(H, tid, threads);
+    const Slice q = slice_of(P, tid, threads);
+    const int64_t n = u.size();
+    std::vector<T> rows(G4 == 0 ? 0 : 4 * n * P);  // this slice's i, f, g, o rows of W_hh
+    for (int64_t g = 0; g < 4; ++g) {
+      std::copy_n(w_hh + (g * H + u.begin) * P, n * P, rows.data() + g * n * P);
     }
-  }
+    const SliceGemm<T> gemm(path, rows.data(), P, true, B, 4 * n, P);
+    const SliceGemm<T> proj_gemm(path, proj ? w_hr + q.begin * H : nullptr, H, true,
+                                 proj ? B : 0, q.size(), H);
+    std::vector<T> acc(B * 4 * n), proj_acc(proj ? B * q.size() : 0);
+
+    for (int64_t t = 0; t < T_; ++t) {
+      const T* h_prev = h_buf.data() + (t % 2) * B * P;
+      T* h_next = h_buf.data() + ((t + 1) % 2) * B * P;
+      T* y_t = y + t * B * P;
+      const int64_t slot = training ? t : 0;
+      gemm.run(h_prev, P, acc.data(), 4 * n);
+      for (int64_t b = 0; b < B; ++b) {
+        T* row_gates = gates + (slot * B + b) * G4 + u.begin;
+        T* row_cells = cells + (slot * B + b) * H + u.begin;
+        T* row_c = c + b * H + u.begin;
+        if (mask.active(b, t)) {
+          T* h_out = proj ? h_full.data() + b * H + u.begin : y_t + b * P + u.begin;
+          k.lstm_forward({n, H, acc.data() + b * 4 * n, xg + (t * B + b) * G4 + u.begin, row_c,
+                          row_gates, row_cells, h_out,
+                          proj ? nullptr : h_next + b * P + u.begin});
+          if (!proj) {  // h as stored in the input dtype
+            round_to(h_out, n, round);
+            round_to(h_next + b * P + u.begin, n, round);
+          }
+          continue;
+        }
+        for (int64_t g = 0; g < 4; ++g) {
+          std::fill_n(row_gates + g * H, n, T(0));
+        }
+        std::copy_n(row_c, n, row_cells);
+        if (!proj) {  // an ended row keeps its state and writes zeros
+          std::fill_n(y_t + b * P + u.begin, n, T(0));
+          std::copy_n(h_prev + b * P + u.begin, n, h_next + b * P + u.begin);
+        }
+      }
+      if (proj) {
+        step_barrier();  // h_full complete
+        proj_gemm.run(h_full.data(), H, proj_acc.data(), q.size());
+        for (int64_t b = 0; b < B; ++b) {
+          const bool on = mask.active(b, t);
+          for (int64_t j = 0; j < q.size(); ++j) {
+            T h = proj_acc[b * q.size() + j];
+            round_to(&h, 1, round);
+            y_t[b * P + q.begin + j] = on ? h : T(0);
+            h_next[b * P + q.begin + j] = on ? h : h_prev[b * P + q.begin + j];
+          }
+        }
+      }
+      step_barrier();  // h_t complete
+    }
+  });
+  std::copy_n(h_buf.data() + (T_ % 2) * B * P, B * P, io.h_state.data_ptr<T>());
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forward_cpu(
@@ -97,100 +119,130 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forw
   check_lstm_forward_operands(s, w_hh, h0, c0, w_hr, CpuOperandCheck{dtype});
   const RowMask mask(lengths, s);
 
-  const auto opts = xg.options();
+  const auto compute = state_dtype(dtype);
+  const auto opts = xg.options().dtype(compute);
   const int64_t saved_steps = training ? s.steps : 1;
   LstmForwardTensors io;
-  io.xg = xg.contiguous();
-  io.w_hh = w_hh.contiguous();
-  io.w_hr = w_hr.has_value() ? w_hr->contiguous() : at::Tensor();
+  io.xg = xg.to(compute).contiguous();
+  io.w_hh = w_hh.to(compute).contiguous();
+  io.w_hr = w_hr.has_value() ? w_hr->to(compute).contiguous() : at::Tensor();
   io.y = new_output({s.steps, s.batch, s.hidden_out}, opts);
   io.gates = new_output({saved_steps, s.batch, 4 * s.hidden}, opts);
   io.cells = new_output({saved_steps, s.batch, s.hidden}, opts);
-  io.h_state = h0.contiguous().clone();
-  io.c_state = c0.contiguous().clone();
-  AT_DISPATCH_FLOATING_TYPES(dtype, "lstm_forward_cpu", [&] {
-    lstm_forward_loop<scalar_t>(s, mask, training, io);
+  io.h_state = h0.to(compute).contiguous().clone();
+  io.c_state = c0.to(compute).contiguous().clone();
+  AT_DISPATCH_FLOATING_TYPES(compute, "lstm_forward_cpu", [&] {
+    lstm_forward_loop<scalar_t>(s, mask, training, dtype, io);
   });
-  return {io.y, io.h_state, io.c_state, io.gates, io.cells};
+  return {io.y.to(dtype), io.h_state.to(dtype), io.c_state.to(dtype), io.gates, io.cells};
 }
 
 struct LstmBackwardTensors {
   at::Tensor dy, w_hh, w_hr, c0, gates, cells;  // inputs
-  at::Tensor dxg, dr;                           // dG_t per step; dh per step (projection only)
+  at::Tensor dxg, dr;                           // dG_t per step; dh_t per step (projection only)
   at::Tensor dh_state, dc_state;                // carries, [B, H_out] and [B, H]
 };
 
-template <typename scalar_t>
-void lstm_backward_loop(const RecurrenceShape& s, const RowMask& mask,
-                        int64_t tbptt, LstmBackwardTensors& io) {
-  const int64_t B = s.batch, H = s.hidden, G4 = 4 * s.hidden, P = s.hidden_out;
+template <typename T>
+void lstm_backward_loop(const RecurrenceShape& s, const RowMask& mask, int64_t tbptt,
+                        LstmBackwardTensors& io) {
+  const int64_t T_ = s.steps, B = s.batch, H = s.hidden, P = s.hidden_out, G4 = 4 * H;
   const bool proj = io.w_hr.defined();
-  const auto opts = io.dy.options();
-  at::Tensor dh_t = at::empty({B, P}, opts);  // total gradient of this step's output h_t
-  at::Tensor dh_full = proj ? at::empty({B, H}, opts) : dh_t;
+  const PointwiseKernels<T> k = pointwise_kernels<T>(active_isa());
+  const GemmPath path = gemm_path(io.dy.scalar_type());
+  std::vector<T> dh_shared(proj ? B * P : 0);  // dh_t over the P outputs (projection only)
+  const T* dy = io.dy.data_ptr<T>();
+  const T* w_hh = io.w_hh.data_ptr<T>();
+  const T* w_hr = proj ? io.w_hr.data_ptr<T>() : nullptr;
+  const T* gates = io.gates.data_ptr<T>();
+  const T* cells = io.cells.data_ptr<T>();
+  const T* c0 = io.c0.data_ptr<T>();
+  T* dxg = io.dxg.data_ptr<T>();
+  T* dr = proj ? io.dr.data_ptr<T>() : nullptr;
+  T* dh_state = io.dh_state.data_ptr<T>();
+  T* dc = io.dc_state.data_ptr<T>();
 
-  for (int64_t t = s.steps - 1; t >= 0; --t) {
-    const scalar_t* p_dy = io.dy[t].data_ptr<scalar_t>();
-    scalar_t* p_carry = io.dh_state.data_ptr<scalar_t>();
-    scalar_t* p_dh = dh_t.data_ptr<scalar_t>();
-    // y_t of an ended row is a constant zero: its dy does not reach the state.
+  run_region(region_threads(H), [&](int tid, int threads) {
+    const Slice u = slice_of(H, tid, threads);
+    // The carry lives over the outputs h_t: the units without projection,
+    // a slice of the P outputs with it.
+    const Slice q = proj ? slice_of(P, tid, threads) : u;
+    const int64_t n = u.size(), m = q.size();
+    // dh_{t-1}[:, q] = dG_t W_hh[:, q]; with projection dh_full[:, u] = dh_t W_hr[:, u].
+    const SliceGemm<T> carry_gemm(path, w_hh + q.begin, P, false, B, m, G4);
+    const SliceGemm<T> proj_gemm(path, proj ? w_hr + u.begin : nullptr, H, false,
+                                 proj ? B : 0, n, P);
+    std::vector<T> carry(B * m), acc(B * m), dh_full(proj ? B * n : 0);
     for (int64_t b = 0; b < B; ++b) {
-      const bool on = mask.active(b, t);
-      for (int64_t k = 0; k < P; ++k) {
-        p_dh[b * P + k] = p_carry[b * P + k] + (on ? p_dy[b * P + k] : scalar_t(0));
-      }
+      std::copy_n(dh_state + b * P + q.begin, m, carry.data() + b * m);
     }
-    if (proj) {
-      io.dr[t].copy_(dh_t);
-      at::mm_out(dh_full, dh_t, io.w_hr);
-    }
-
-    const scalar_t* p_gates = io.gates[t].data_ptr<scalar_t>();
-    const scalar_t* p_c = io.cells[t].data_ptr<scalar_t>();
-    const scalar_t* p_c_prev = (t > 0 ? io.cells[t - 1] : io.c0).data_ptr<scalar_t>();
-    const scalar_t* p_dh_full = dh_full.data_ptr<scalar_t>();
-    scalar_t* p_dc = io.dc_state.data_ptr<scalar_t>();
-    scalar_t* p_dxg = io.dxg[t].data_ptr<scalar_t>();
-    scalar_t* p_dr = proj ? io.dr[t].data_ptr<scalar_t>() : nullptr;
-    for_each_row_range(B, G4, [&](int64_t first, int64_t end) {
-      for (int64_t b = first; b < end; ++b) {
-        const bool on = mask.active(b, t);
-        const scalar_t* row_gates = p_gates + b * G4;
-        scalar_t* row_dxg = p_dxg + b * G4;
-        for (int64_t j = 0; j < H; ++j) {
-          const int64_t u = b * H + j;
-          if (!on) {
-            row_dxg[j] = row_dxg[H + j] = row_dxg[2 * H + j] = row_dxg[3 * H + j] = 0;
-            continue;  // dc passes through unchanged
-          }
-          const LstmGates<scalar_t> a{row_gates[j], row_gates[H + j], row_gates[2 * H + j],
-                                      row_gates[3 * H + j]};
-          const LstmStepGrad<scalar_t> g =
-              lstm_step_backward<scalar_t>(a, p_c[u], p_c_prev[u], p_dh_full[u], p_dc[u]);
-          row_dxg[j] = g.d_pre_i;
-          row_dxg[H + j] = g.d_pre_f;
-          row_dxg[2 * H + j] = g.d_pre_g;
-          row_dxg[3 * H + j] = g.d_pre_o;
-          p_dc[u] = g.dc_prev;
+    // The carry into h_{t-1} from step t's dG (all units), for rows active at t.
+    const auto carry_from = [&](int64_t t) {
+      carry_gemm.run(dxg + t * B * G4, G4, acc.data(), m);
+      for (int64_t b = 0; b < B; ++b) {
+        if (mask.active(b, t)) {
+          std::copy_n(acc.data() + b * m, m, carry.data() + b * m);
         }
-        // The carry into h_{t-1}: W_hh^T dG_t for a live row (added below),
-        // the untouched gradient for an ended one.
-        for (int64_t k = 0; k < P; ++k) {
-          p_carry[b * P + k] = on ? scalar_t(0) : p_dh[b * P + k];
-          if (!on && proj) {
-            p_dr[b * P + k] = 0;
+      }
+    };
+
+    for (int64_t t = T_ - 1; t >= 0; --t) {
+      if (t < T_ - 1) {
+        if (cuts_carry(tbptt, t + 1)) {
+          std::fill(carry.begin(), carry.end(), T(0));
+          for (int64_t b = 0; b < B; ++b) {
+            std::fill_n(dc + b * H + u.begin, n, T(0));
+          }
+        } else {
+          carry_from(t + 1);
+        }
+      }
+      // y_t of an ended row is a constant zero: its dy does not reach the state.
+      for (int64_t b = 0; b < B; ++b) {
+        if (mask.active(b, t)) {
+          const T* row_dy = dy + (t * B + b) * P + q.begin;
+          for (int64_t j = 0; j < m; ++j) {
+            carry[b * m + j] += row_dy[j];
+          }
+        }
+        if (proj) {
+          std::copy_n(carry.data() + b * m, m, dh_shared.data() + b * P + q.begin);
+          T* row_dr = dr + (t * B + b) * P + q.begin;
+          if (mask.active(b, t)) {
+            std::copy_n(carry.data() + b * m, m, row_dr);
+          } else {
+            std::fill_n(row_dr, m, T(0));
           }
         }
       }
-    });
-
-    if (cuts_carry(tbptt, t)) {
-      io.dh_state.zero_();
-      io.dc_state.zero_();
-    } else {
-      io.dh_state.addmm_(io.dxg[t], io.w_hh);
+      const T* dh = carry.data();
+      int64_t dh_stride = m;
+      if (proj) {
+        step_barrier();  // dh_t complete
+        proj_gemm.run(dh_shared.data(), P, dh_full.data(), n);
+        dh = dh_full.data();
+        dh_stride = n;
+      }
+      const T* c_prev = t > 0 ? cells + (t - 1) * B * H : c0;
+      for (int64_t b = 0; b < B; ++b) {
+        T* row_dxg = dxg + (t * B + b) * G4 + u.begin;
+        if (!mask.active(b, t)) {  // dc passes through unchanged
+          for (int64_t g = 0; g < 4; ++g) {
+            std::fill_n(row_dxg + g * H, n, T(0));
+          }
+          continue;
+        }
+        k.lstm_backward({n, H, gates + (t * B + b) * G4 + u.begin,
+                         cells + (t * B + b) * H + u.begin, c_prev + b * H + u.begin,
+                         dh + b * dh_stride, dc + b * H + u.begin, row_dxg});
+      }
+      step_barrier();  // dG_t complete
     }
-  }
+    carry_from(0);
+    for (int64_t b = 0; b < B; ++b) {
+      std::copy_n(carry.data() + b * m, m, dh_state + b * P + q.begin);
+    }
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_backward_cpu(
@@ -200,38 +252,40 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_back
     const at::Tensor& y, const at::Tensor& gates, const at::Tensor& cells,
     int64_t tbptt) {
   const at::NoGradGuard no_grad;  // autograd is the Function's job; buffers need none
-  const RecurrenceShape s = check_recurrence("lstm", gates, w_hh, 4);
-  const auto dtype = gates.scalar_type();
+  const RecurrenceShape s = check_saved_recurrence("lstm", gates, w_hh, 4);
+  const auto dtype = w_hh.scalar_type();
   const bool proj = w_hr.has_value();
   check_lstm_backward_operands(s, dy, y, dh_n, dc_n, h0, c0, cells, w_hr,
                                CpuOperandCheck{dtype});
   const RowMask mask(lengths, s);
 
+  const auto compute = state_dtype(dtype);
   const auto opts = gates.options();
   LstmBackwardTensors io;
-  io.dy = dy.contiguous();
-  io.w_hh = w_hh.contiguous();
-  io.w_hr = proj ? w_hr->contiguous() : at::Tensor();
-  io.c0 = c0.contiguous();
+  io.dy = dy.to(compute).contiguous();
+  io.w_hh = w_hh.to(compute).contiguous();
+  io.w_hr = proj ? w_hr->to(compute).contiguous() : at::Tensor();
+  io.c0 = c0.to(compute).contiguous();
   io.gates = gates.contiguous();
   io.cells = cells.contiguous();
   io.dxg = new_output({s.steps, s.batch, 4 * s.hidden}, opts);
   io.dr = proj ? new_output({s.steps, s.batch, s.hidden_out}, opts) : at::Tensor();
-  io.dh_state = dh_n.contiguous().clone();
-  io.dc_state = dc_n.contiguous().clone();
-  AT_DISPATCH_FLOATING_TYPES(dtype, "lstm_backward_cpu", [&] {
+  io.dh_state = dh_n.to(compute).contiguous().clone();
+  io.dc_state = dc_n.to(compute).contiguous().clone();
+  AT_DISPATCH_FLOATING_TYPES(compute, "lstm_backward_cpu", [&] {
     lstm_backward_loop<scalar_t>(s, mask, tbptt, io);
   });
 
-  const at::Tensor dxg_rows = io.dxg.view({s.steps * s.batch, 4 * s.hidden});
-  at::Tensor dw_hh = at::mm(dxg_rows.t(), previous_hidden(h0, y));
+  const int64_t rows = s.steps * s.batch;
+  at::Tensor dw_hh = at::mm(io.dxg.view({rows, 4 * s.hidden}).t(), previous_hidden(h0.to(compute), y.to(compute)));
   at::Tensor dw_hr = at::empty({0}, opts);
   if (proj) {
     // Unprojected outputs o * tanh(c), recomputed; zero on ended rows.
     const at::Tensor h_full = io.gates.narrow(2, 3 * s.hidden, s.hidden) * io.cells.tanh();
-    dw_hr = at::mm(io.dr.view({s.steps * s.batch, s.hidden_out}).t(), h_full.reshape({s.steps * s.batch, s.hidden}));
+    dw_hr = at::mm(io.dr.view({rows, s.hidden_out}).t(), h_full.reshape({rows, s.hidden}));
   }
-  return {io.dxg, dw_hh, io.dh_state, io.dc_state, dw_hr};
+  return {io.dxg.to(dtype), dw_hh.to(dtype), io.dh_state.to(dtype), io.dc_state.to(dtype),
+          dw_hr.to(dtype)};
 }
 
 }  // namespace

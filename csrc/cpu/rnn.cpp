@@ -1,39 +1,59 @@
 // Elman RNN recurrence on the CPU (op contract of DESIGN.md, cells
-// "rnn_tanh" and "rnn_relu"): h_t = act(xg_t + h_{t-1} W_hh^T). The backward
-// needs nothing beyond y: both derivatives are functions of the output.
+// "rnn_tanh" and "rnn_relu"): h_t = act(xg_t + h_{t-1} W_hh^T), one parallel
+// region per sequence (region.h), each thread owning a slice of the units and
+// its rows (forward) or columns (backward) of W_hh, packed once. The backward
+// needs nothing beyond the states: both derivatives are functions of h_t.
 #include <torch/library.h>
 
-#include "../cell_math.h"
+#include <vector>
+
 #include "common.h"
+#include "gemm.h"
+#include "pointwise.h"
+#include "region.h"
 
 namespace rnnkernels {
 namespace {
 
-template <typename scalar_t, bool kRelu>
-void rnn_forward_loop(const RecurrenceShape& s, const RowMask& mask,
-                      const at::Tensor& xg, const at::Tensor& w_hh, at::Tensor& y,
+template <typename T>
+void rnn_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool relu,
+                      at::ScalarType round, const at::Tensor& xg_t, const at::Tensor& w_hh_t, at::Tensor& y_t,
                       at::Tensor& h_state) {
-  const int64_t B = s.batch, H = s.hidden;
-  at::Tensor pre = at::empty({B, H}, xg.options());
-  const at::Tensor w_hh_t = w_hh.t();
-  for (int64_t t = 0; t < s.steps; ++t) {
-    at::addmm_out(pre, xg[t], h_state, w_hh_t);
-    const scalar_t* p_pre = pre.data_ptr<scalar_t>();
-    scalar_t* p_y = y[t].data_ptr<scalar_t>();
-    scalar_t* p_h = h_state.data_ptr<scalar_t>();
-    for_each_row_range(B, H, [&](int64_t first, int64_t end) {
-      for (int64_t b = first; b < end; ++b) {
-        const bool on = mask.active(b, t);
-        for (int64_t j = 0; j < H; ++j) {
-          const int64_t u = b * H + j;
-          if (on) {
-            p_h[u] = rnn_step_forward<kRelu, scalar_t>(p_pre[u]);
-          }
-          p_y[u] = on ? p_h[u] : scalar_t(0);
+  const int64_t T_ = s.steps, B = s.batch, H = s.hidden;
+  const PointwiseKernels<T> k = pointwise_kernels<T>(active_isa());
+  const auto row_kernel = relu ? k.rnn_relu_forward : k.rnn_tanh_forward;
+  const GemmPath path = gemm_path(xg_t.scalar_type());
+  std::vector<T> h_buf(2 * B * H);  // h_{t-1} and h_t
+  std::copy_n(h_state.data_ptr<T>(), B * H, h_buf.data());
+  const T* xg = xg_t.data_ptr<T>();
+  const T* w_hh = w_hh_t.data_ptr<T>();
+  T* y = y_t.data_ptr<T>();
+
+  run_region(region_threads(H), [&](int tid, int threads) {
+    const Slice u = slice_of(H, tid, threads);
+    const int64_t n = u.size();
+    const SliceGemm<T> gemm(path, w_hh + u.begin * H, H, true, B, n, H);
+    std::vector<T> acc(B * n);
+    for (int64_t t = 0; t < T_; ++t) {
+      const T* h_prev = h_buf.data() + (t % 2) * B * H;
+      T* h_next = h_buf.data() + ((t + 1) % 2) * B * H;
+      gemm.run(h_prev, H, acc.data(), n);
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t at = b * H + u.begin;
+        T* row_y = y + t * B * H + at;
+        if (mask.active(b, t)) {
+          row_kernel({n, acc.data() + b * n, xg + t * B * H + at, row_y, h_next + at});
+          round_to(row_y, n, round);  // h as stored in the input dtype
+          round_to(h_next + at, n, round);
+        } else {  // an ended row keeps its state and writes zeros
+          std::fill_n(row_y, n, T(0));
+          std::copy_n(h_prev + at, n, h_next + at);
         }
       }
-    });
-  }
+      step_barrier();  // h_t complete
+    }
+  });
+  std::copy_n(h_buf.data() + (T_ % 2) * B * H, B * H, h_state.data_ptr<T>());
 }
 
 std::tuple<at::Tensor, at::Tensor> rnn_forward_cpu(
@@ -44,50 +64,78 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_cpu(
   check_operand(h0, "h0", {s.batch, s.hidden}, xg.scalar_type());
   const RowMask mask(lengths, s);
 
-  at::Tensor y = new_output({s.steps, s.batch, s.hidden}, xg.options());
-  at::Tensor h_state = h0.contiguous().clone();
-  const at::Tensor xg_c = xg.contiguous();
-  const at::Tensor w_hh_c = w_hh.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(xg.scalar_type(), "rnn_forward_cpu", [&] {
-    if (relu) {
-      rnn_forward_loop<scalar_t, true>(s, mask, xg_c, w_hh_c, y, h_state);
-    } else {
-      rnn_forward_loop<scalar_t, false>(s, mask, xg_c, w_hh_c, y, h_state);
-    }
+  const auto dtype = xg.scalar_type();
+  const auto compute = state_dtype(dtype);
+  at::Tensor y = new_output({s.steps, s.batch, s.hidden}, xg.options().dtype(compute));
+  at::Tensor h_state = h0.to(compute).contiguous().clone();
+  const at::Tensor xg_c = xg.to(compute).contiguous();
+  const at::Tensor w_hh_c = w_hh.to(compute).contiguous();
+  AT_DISPATCH_FLOATING_TYPES(compute, "rnn_forward_cpu", [&] {
+    rnn_forward_loop<scalar_t>(s, mask, relu, dtype, xg_c, w_hh_c, y, h_state);
   });
-  return {y, h_state};
+  return {y.to(dtype), h_state.to(dtype)};
 }
 
-template <typename scalar_t, bool kRelu>
-void rnn_backward_loop(const RecurrenceShape& s, const RowMask& mask, int64_t tbptt,
-                       const at::Tensor& dy, const at::Tensor& w_hh, const at::Tensor& y,
-                       at::Tensor& dxg, at::Tensor& dh_state) {
-  const int64_t B = s.batch, H = s.hidden;
-  for (int64_t t = s.steps - 1; t >= 0; --t) {
-    const scalar_t* p_dy = dy[t].data_ptr<scalar_t>();
-    const scalar_t* p_y = y[t].data_ptr<scalar_t>();
-    scalar_t* p_dxg = dxg[t].data_ptr<scalar_t>();
-    scalar_t* p_carry = dh_state.data_ptr<scalar_t>();
-    for_each_row_range(B, H, [&](int64_t first, int64_t end) {
-      for (int64_t b = first; b < end; ++b) {
-        const bool on = mask.active(b, t);
-        for (int64_t j = 0; j < H; ++j) {
-          const int64_t u = b * H + j;
-          if (on) {
-            p_dxg[u] = rnn_step_backward<kRelu, scalar_t>(p_y[u], p_carry[u] + p_dy[u]);
-            p_carry[u] = 0;  // replaced by W_hh^T dG_t below
-          } else {
-            p_dxg[u] = 0;  // the carry passes through unchanged
-          }
+template <typename T>
+void rnn_backward_loop(const RecurrenceShape& s, const RowMask& mask, bool relu, int64_t tbptt,
+                       const at::Tensor& dy_t, const at::Tensor& w_hh_t, const at::Tensor& y_t,
+                       at::Tensor& dxg_t, at::Tensor& dh_state_t) {
+  const int64_t T_ = s.steps, B = s.batch, H = s.hidden;
+  const PointwiseKernels<T> k = pointwise_kernels<T>(active_isa());
+  const auto row_kernel = relu ? k.rnn_relu_backward : k.rnn_tanh_backward;
+  const GemmPath path = gemm_path(dy_t.scalar_type());
+  const T* dy = dy_t.data_ptr<T>();
+  const T* w_hh = w_hh_t.data_ptr<T>();
+  const T* y = y_t.data_ptr<T>();
+  T* dxg = dxg_t.data_ptr<T>();
+  T* dh_state = dh_state_t.data_ptr<T>();
+
+  run_region(region_threads(H), [&](int tid, int threads) {
+    const Slice u = slice_of(H, tid, threads);
+    const int64_t n = u.size();
+    const SliceGemm<T> carry_gemm(path, w_hh + u.begin, H, false, B, n, H);
+    std::vector<T> carry(B * n), acc(B * n);
+    for (int64_t b = 0; b < B; ++b) {
+      std::copy_n(dh_state + b * H + u.begin, n, carry.data() + b * n);
+    }
+    // The carry into h_{t-1}: W_hh^T dG_t for rows active at t.
+    const auto carry_from = [&](int64_t t) {
+      carry_gemm.run(dxg + t * B * H, H, acc.data(), n);
+      for (int64_t b = 0; b < B; ++b) {
+        if (mask.active(b, t)) {
+          std::copy_n(acc.data() + b * n, n, carry.data() + b * n);
         }
       }
-    });
-    if (cuts_carry(tbptt, t)) {
-      dh_state.zero_();
-    } else {
-      dh_state.addmm_(dxg[t], w_hh);
+    };
+    for (int64_t t = T_ - 1; t >= 0; --t) {
+      if (t < T_ - 1) {
+        if (cuts_carry(tbptt, t + 1)) {
+          std::fill(carry.begin(), carry.end(), T(0));
+        } else {
+          carry_from(t + 1);
+        }
+      }
+      for (int64_t b = 0; b < B; ++b) {
+        const int64_t at = b * H + u.begin;
+        T* row_dxg = dxg + t * B * H + at;
+        if (!mask.active(b, t)) {  // the carry passes through unchanged
+          std::fill_n(row_dxg, n, T(0));
+          continue;
+        }
+        T* dh = carry.data() + b * n;
+        const T* row_dy = dy + t * B * H + at;
+        for (int64_t j = 0; j < n; ++j) {
+          dh[j] += row_dy[j];
+        }
+        row_kernel({n, y + t * B * H + at, dh, row_dxg});
+      }
+      step_barrier();  // dG_t complete
     }
-  }
+    carry_from(0);
+    for (int64_t b = 0; b < B; ++b) {
+      std::copy_n(carry.data() + b * n, n, dh_state + b * H + u.begin);
+    }
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_backward_cpu(
@@ -100,20 +148,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_backward_cpu(
   check_rnn_backward_operands(s, dy, dh_n, h0, CpuOperandCheck{dtype});
   const RowMask mask(lengths, s);
 
-  at::Tensor dxg = new_output({s.steps, s.batch, s.hidden}, y.options());
-  at::Tensor dh_state = dh_n.contiguous().clone();
-  const at::Tensor dy_c = dy.contiguous();
-  const at::Tensor y_c = y.contiguous();
-  const at::Tensor w_hh_c = w_hh.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(dtype, "rnn_backward_cpu", [&] {
-    if (relu) {
-      rnn_backward_loop<scalar_t, true>(s, mask, tbptt, dy_c, w_hh_c, y_c, dxg, dh_state);
-    } else {
-      rnn_backward_loop<scalar_t, false>(s, mask, tbptt, dy_c, w_hh_c, y_c, dxg, dh_state);
-    }
+  const auto compute = state_dtype(dtype);
+  at::Tensor dxg = new_output({s.steps, s.batch, s.hidden}, y.options().dtype(compute));
+  at::Tensor dh_state = dh_n.to(compute).contiguous().clone();
+  const at::Tensor dy_c = dy.to(compute).contiguous();
+  const at::Tensor y_c = y.to(compute).contiguous();
+  const at::Tensor w_hh_c = w_hh.to(compute).contiguous();
+  AT_DISPATCH_FLOATING_TYPES(compute, "rnn_backward_cpu", [&] {
+    rnn_backward_loop<scalar_t>(s, mask, relu, tbptt, dy_c, w_hh_c, y_c, dxg, dh_state);
   });
-  at::Tensor dw_hh = at::mm(dxg.view({s.steps * s.batch, s.hidden}).t(), previous_hidden(h0.contiguous(), y_c));
-  return {dxg, dw_hh, dh_state};
+  at::Tensor dw_hh = at::mm(dxg.view({s.steps * s.batch, s.hidden}).t(),
+                            previous_hidden(h0.to(compute).contiguous(), y_c));
+  return {dxg.to(dtype), dw_hh.to(dtype), dh_state.to(dtype)};
 }
 
 }  // namespace

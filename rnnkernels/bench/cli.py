@@ -154,7 +154,7 @@ def _interrupt(signum, frame):
 def _run_suite(args, device, cases, impls, compile_cases, suite_name, policy, out, started):
     import torch
 
-    from . import report, results, runner
+    from . import floor, report, results, runner
     from .progress import Progress
 
     if args.threads is not None:
@@ -170,6 +170,11 @@ def _run_suite(args, device, cases, impls, compile_cases, suite_name, policy, ou
         "note": args.note, "time_budget_s": args.time_budget,
         "filters": {name: getattr(args, name) for name in ("cell", "dtype", "mode", "shape", "impl")},
         "timing_settings": dataclasses.asdict(settings),
+        # The floor's GEMM rate, the ISA level and GEMM path: measured and read now,
+        # at this run's thread count (floor.py).
+        "gemm_gflops": floor.gemm_gflops(sorted({case.dtype for case in cases}), device),
+        "cpu_backend": floor.cpu_backend_paths() if device.type == "cpu" else None,
+        "cpu_flags": floor.cpu_flags() if device.type == "cpu" else None,
     })
     stem = os.path.join(out, results.file_stem(meta))
     print(report.header(meta), flush=True)

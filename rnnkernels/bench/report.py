@@ -14,6 +14,14 @@ def header(meta):
              f"{meta['date']}, commit {meta['commit']}{dirty}",
              f"{versions}; {meta['cpu_threads']} CPU threads; baseline: {meta['baseline']}",
              f"implementations: {', '.join(meta.get('implementations', []))}; timing: {meta['timing']}"]
+    if meta.get("gemm_gflops"):
+        rates = ", ".join(f"{name} {rate:.0f}" for name, rate in meta["gemm_gflops"].items())
+        lines.append(f"floor: every FLOP at the GEMM rate measured now (GFLOP/s: {rates})")
+    paths = meta.get("cpu_backend")
+    if paths:
+        lines.append(f"cpu backend: ISA {paths['isa']} (CPU supports {paths['isas']}; flags "
+                     f"{' '.join(meta.get('cpu_flags') or [])}), GEMM fp32 {paths['gemm_fp32']}, "
+                     f"fp64 {paths['gemm_fp64']}")
     if meta.get("note"):
         lines.append(f"note: {meta['note']}")
     return "\n".join(lines)

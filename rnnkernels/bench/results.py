@@ -6,7 +6,8 @@ Record keys (the first fourteen are the issue's; keep them):
 cell, dtype, batch, seq_len, input_size, hidden_size, layers, bidirectional,
 mode ("fwd" or "fwd+bwd"), impl, median_ms, p20_ms, p80_ms, peak_mem_bytes;
 then shape, proj_size, packed, status ("ok", "wrong", "skipped", "error"),
-reason, max_rel_error, reps, us_per_step, tflops, ratio_to_baseline.
+reason, max_rel_error, reps, us_per_step, tflops, ratio_to_baseline, flops (of one
+timed step), floor_ms and floor_fraction (CPU: floor.py).
 """
 
 import datetime
@@ -19,6 +20,7 @@ import subprocess
 
 import torch
 
+from .floor import fill_floors
 from .flops import step_flops
 from .implementations import BASELINE
 
@@ -111,11 +113,12 @@ def make_record(case, impl, status, reason=None, timing=None, peak=None, error=N
         "status": status, "reason": reason,
         "max_rel_error": error if error is None or math.isfinite(error) else None,
         "reps": None, "us_per_step": None, "tflops": None, "ratio_to_baseline": None,
+        "flops": step_flops(case.cell, shape, case.mode), "floor_ms": None, "floor_fraction": None,
     }
     if timing is not None:
         record.update(median_ms=timing.median_ms, p20_ms=timing.p20_ms, p80_ms=timing.p80_ms,
                       reps=timing.reps, us_per_step=timing.median_ms * 1e3 / shape.seq_len,
-                      tflops=step_flops(case.cell, shape, case.mode) / (timing.median_ms * 1e-3) / 1e12)
+                      tflops=record["flops"] / (timing.median_ms * 1e-3) / 1e12)
     return record
 
 
@@ -136,6 +139,7 @@ def fill_ratios(records):
 def write_json(path, meta, records):
     """Atomically (a reader never sees half a file)."""
     fill_ratios(records)
+    fill_floors(records, meta.get("gemm_gflops"))
     partial = f"{path}.partial"
     with open(partial, "w") as out:
         json.dump({**meta, "records": records}, out, indent=1)

@@ -1,5 +1,6 @@
 """The terminal table, led by the ratio to the baseline (cuDNN on a GPU):
-above 1 means faster than the baseline. Wrong and failed results are shown as
+above 1 means faster than the baseline; then the fraction of the floor (CPU:
+every FLOP at the GEMM rate measured in the run, floor.py). Wrong and failed results are shown as
 such, never with a time. Skipped implementations are summarised once below
 the table, with their reasons, rather than on every row."""
 
@@ -9,7 +10,7 @@ import math
 from .implementations import BASELINE
 
 _COLUMNS = (  # (heading, width, right-aligned)
-    ("x {base}", 9, True), ("impl", 18, False), ("cell", 4, False), ("dtype", 5, False),
+    ("x {base}", 9, True), ("floor", 5, True), ("impl", 18, False), ("cell", 4, False), ("dtype", 5, False),
     ("mode", 7, False), ("shape", 12, False), ("T", 5, True), ("B", 4, True), ("I", 5, True),
     ("H", 5, True), ("extra", 15, False), ("median ms", 10, True), ("p20-p80 ms", 17, True),
     ("us/step", 9, True), ("TFLOP/s", 8, True), ("peak MiB", 9, True),
@@ -59,7 +60,7 @@ def format_table(records, base_name):
         peak = None if r["peak_mem_bytes"] is None else r["peak_mem_bytes"] / 2**20
         spread = "-" if r["p20_ms"] is None else f"{r['p20_ms']:.3f}-{r['p80_ms']:.3f}"
         lines.append(_row([
-            _lead(r), r["impl"], r["cell"], r["dtype"], r["mode"], r["shape"], r["seq_len"],
+            _lead(r), _number(r.get("floor_fraction"), 2), r["impl"], r["cell"], r["dtype"], r["mode"], r["shape"], r["seq_len"],
             r["batch"], r["input_size"], r["hidden_size"], _extra(r), _number(r["median_ms"], 3),
             spread, _number(r["us_per_step"], 1), _significant(r["tflops"]), _number(peak, 1)]))
         if r["status"] in ("wrong", "error") or (r["reason"] and r["status"] == "ok"):

@@ -1,0 +1,84 @@
+// Run-time choice of the gate math's instruction-set level (see isa.h).
+#include "isa.h"
+
+#include <c10/util/Exception.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace rnnkernels {
+
+namespace {
+constexpr CpuIsa kAllLevels[] = {CpuIsa::kBase, CpuIsa::kAvx2, CpuIsa::kAvx512};
+}  // namespace
+
+const char* isa_name(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kAvx2:
+      return "avx2";
+    case CpuIsa::kAvx512:
+      return "avx512";
+    default:
+      return "base";
+  }
+}
+
+bool isa_supported(CpuIsa isa) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+  // libgcc's cpu model also checks that the OS saves the wider registers.
+  switch (isa) {
+    case CpuIsa::kAvx2:
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case CpuIsa::kAvx512:
+      return __builtin_cpu_supports("avx512f") && isa_supported(CpuIsa::kAvx2);
+    default:
+      return true;
+  }
+#else
+  return isa == CpuIsa::kBase;
+#endif
+}
+
+CpuIsa detected_isa() {
+  static const CpuIsa widest = [] {
+    CpuIsa best = CpuIsa::kBase;
+    for (CpuIsa level : kAllLevels) {
+      if (isa_supported(level)) {
+        best = level;
+      }
+    }
+    return best;
+  }();
+  return widest;
+}
+
+std::string supported_isas() {
+  std::string names;
+  for (CpuIsa level : kAllLevels) {
+    if (isa_supported(level)) {
+      names += names.empty() ? "" : ", ";
+      names += isa_name(level);
+    }
+  }
+  return names;
+}
+
+CpuIsa active_isa() {
+  const char* forced = std::getenv("RNNKERNELS_CPU_ISA");
+  if (forced == nullptr || forced[0] == '\0') {
+    return detected_isa();
+  }
+  for (CpuIsa level : kAllLevels) {
+    if (std::strcmp(forced, isa_name(level)) == 0) {
+      TORCH_CHECK_VALUE(isa_supported(level), "RNNKERNELS_CPU_ISA=", forced,
+                        ": this CPU does not support that level (it supports ",
+                        supported_isas(), ")");
+      return level;
+    }
+  }
+  TORCH_CHECK_VALUE(false, "RNNKERNELS_CPU_ISA=", forced,
+                    " is not a level: choose one of base, avx2, avx512");
+  return CpuIsa::kBase;  // not reached: the check above throws
+}
+
+}  // namespace rnnkernels

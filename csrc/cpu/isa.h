@@ -1,0 +1,30 @@
+// The instruction-set level the CPU kernels' gate math runs at.
+//
+// torch.utils.cpp_extension compiles with no -m flags, so vector code lives in
+// its own translation units (pointwise_<level>.cpp, each under a
+// `#pragma GCC target`) and is chosen here at run time: the widest level this
+// CPU supports, or the one RNNKERNELS_CPU_ISA names.
+#pragma once
+
+#include <string>
+
+namespace rnnkernels {
+
+enum class CpuIsa { kBase = 0, kAvx2 = 1, kAvx512 = 2 };
+
+const char* isa_name(CpuIsa isa);
+
+// Whether this CPU (and its OS) can run code of that level.
+bool isa_supported(CpuIsa isa);
+
+// The widest level this CPU supports.
+CpuIsa detected_isa();
+
+// RNNKERNELS_CPU_ISA when set (read on every call, so tests can switch it),
+// else detected_isa(). Raises ValueError for an unknown or unsupported level.
+CpuIsa active_isa();
+
+// "base, avx2" and so on: the levels this CPU supports.
+std::string supported_isas();
+
+}  // namespace rnnkernels
