@@ -43,24 +43,22 @@ def _active(t, p_lengths, o_b, mask_b, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.co
 
 
 @triton.jit
-def _resident_weights_by_column(p_w, H, H_out, G: tl.constexpr, ACC: tl.constexpr, RESIDENT: tl.constexpr,
+def _resident_weights_by_column(p_w, H, H_out, G: tl.constexpr, ACC: tl.constexpr,
                                 BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
     """Each gate's whole W_hh block as [BLOCK_K (units), BLOCK_O (h columns)] in
-    ACC (zeros where the tile overhangs), or placeholders when not RESIDENT."""
-    if RESIDENT:
-        o_k = tl.arange(0, BLOCK_K)
-        o_o = tl.arange(0, BLOCK_O)
-        p_block = p_w + o_k[:, None] * H_out + o_o[None, :]
-        mask = (o_k < H)[:, None] & (o_o < H_out)[None, :]
-        w0 = tl.load(p_block, mask=mask, other=0.0).to(ACC)
-        w1, w2, w3 = w0, w0, w0
-        if G > 1:
-            w1 = tl.load(p_block + H * H_out, mask=mask, other=0.0).to(ACC)
-            w2 = tl.load(p_block + 2 * H * H_out, mask=mask, other=0.0).to(ACC)
-        if G > 3:
-            w3 = tl.load(p_block + 3 * H * H_out, mask=mask, other=0.0).to(ACC)
-        return w0, w1, w2, w3
-    return 0, 0, 0, 0
+    ACC (zeros where the tile overhangs); one return of one type (see forward.py)."""
+    o_k = tl.arange(0, BLOCK_K)
+    o_o = tl.arange(0, BLOCK_O)
+    p_block = p_w + o_k[:, None] * H_out + o_o[None, :]
+    mask = (o_k < H)[:, None] & (o_o < H_out)[None, :]
+    w0 = tl.load(p_block, mask=mask, other=0.0).to(ACC)
+    w1, w2, w3 = w0, w0, w0
+    if G > 1:
+        w1 = tl.load(p_block + H * H_out, mask=mask, other=0.0).to(ACC)
+        w2 = tl.load(p_block + 2 * H * H_out, mask=mask, other=0.0).to(ACC)
+    if G > 3:
+        w3 = tl.load(p_block + 3 * H * H_out, mask=mask, other=0.0).to(ACC)
+    return w0, w1, w2, w3
 
 
 @triton.jit
@@ -188,7 +186,8 @@ def backward_cell_tile(t, pid_b, pid_u, dh, tbptt, p_w_hr, p_lengths, p_hs, p_cs
         _store_rows(p_dG_t, tl.where(active, d_pre, 0.0), o_b, o_u, row_gates, mask_b, mask_u)
 
 
-@triton.jit
+# Step and length arguments are not specialized (see forward_step_kernel).
+@triton.jit(do_not_specialize=["t", "T", "tbptt"])
 def backward_step_kernel(t, T, tbptt, p_w, p_lengths, p_dy, p_hs, p_cs, p_gates, p_aux,
                          p_dG, p_dn, p_carry, p_dc, p_direct, B, H,
                          CELL: tl.constexpr, G: tl.constexpr, HAS_LENGTHS: tl.constexpr, ACC: tl.constexpr,
@@ -205,7 +204,7 @@ def backward_step_kernel(t, T, tbptt, p_w, p_lengths, p_dy, p_hs, p_cs, p_gates,
                            CELL, G, HAS_LENGTHS, False, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_K)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t", "T", "tbptt"])
 def backward_projection_carry_step_kernel(t, T, tbptt, p_w, p_lengths, p_dy, p_dG, p_dht, p_carry, B, H, P,
                                           HAS_LENGTHS: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
                                           BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -230,7 +229,7 @@ def _projection_carry(t, pid_b, pid_p, T, tbptt, p_w, p_lengths, p_dy, p_dG, p_d
         _store_rows(p_dht + t * B * P, tl.where(active, dh, 0.0), o_b, o_p, P, mask_b, o_p < P)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t", "tbptt"])
 def backward_projection_cell_step_kernel(t, tbptt, p_w_hr, p_lengths, p_cs, p_gates, p_dG, p_dht, p_dc, B, H, P,
                                          HAS_LENGTHS: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
                                          BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -241,37 +240,34 @@ def backward_projection_cell_step_kernel(t, tbptt, p_w_hr, p_lengths, p_cs, p_ga
                        0, 4, HAS_LENGTHS, True, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_K)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "tbptt"])
 def backward_sequence_kernel(T, tbptt, p_w, p_w_hr, p_lengths, p_dy, p_hs, p_cs, p_gates, p_aux,
                              p_dG, p_dn, p_dht, p_carry, p_dc, p_direct, B, H, H_out,
                              CELL: tl.constexpr, G: tl.constexpr, HAS_LENGTHS: tl.constexpr,
                              HAS_PROJ: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
-                             RESIDENT: tl.constexpr,
                              BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr):
     """Steps T-1 .. 0 and the final carry for one block of rows; grid (row blocks,).
-    RESIDENT (one tile covers W_hh): the weights stay in registers throughout."""
+    One tile covers W_hh (as in forward_sequence_kernel: BLOCK_U >= H units,
+    BLOCK_K >= H_out columns): the weights stay in registers throughout."""
     pid_b = tl.program_id(0)
-    w0, w1, w2, w3 = _resident_weights_by_column(p_w, H, H_out, G, ACC, RESIDENT, BLOCK_U, BLOCK_K)
+    w0, w1, w2, w3 = _resident_weights_by_column(p_w, H, H_out, G, ACC, BLOCK_K, BLOCK_U)
     for step in range(0, T + 1):
         t = T - 1 - step
-        if HAS_PROJ:
-            for pid_p in range(0, tl.cdiv(H_out, BLOCK_U)):
-                _projection_carry(t, pid_b, pid_p, T, tbptt, p_w, p_lengths, p_dy, p_dG, p_dht, p_carry,
-                                  B, H, H_out, w0, w1, w2, w3, HAS_LENGTHS, ACC, PRECISION, RESIDENT,
-                                  BLOCK_B, BLOCK_U, BLOCK_K)
+        if HAS_PROJ:  # the carry's columns are the H_out outputs, its reduction the H units
+            _projection_carry(t, pid_b, 0, T, tbptt, p_w, p_lengths, p_dy, p_dG, p_dht, p_carry,
+                              B, H, H_out, w0, w1, w2, w3, HAS_LENGTHS, ACC, PRECISION, True,
+                              BLOCK_B, BLOCK_K, BLOCK_U)
             tl.debug_barrier()
             if t >= 0:
-                for pid_u in range(0, tl.cdiv(H, BLOCK_U)):
-                    backward_cell_tile(t, pid_b, pid_u, 0.0, tbptt, p_w_hr, p_lengths, p_hs, p_cs, p_gates,
-                                       p_aux, p_dG, p_dn, p_dht, p_dc, p_direct, B, H, H_out,
-                                       CELL, G, HAS_LENGTHS, True, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_K)
+                backward_cell_tile(t, pid_b, 0, 0.0, tbptt, p_w_hr, p_lengths, p_hs, p_cs, p_gates,
+                                   p_aux, p_dG, p_dn, p_dht, p_dc, p_direct, B, H, H_out,
+                                   CELL, G, HAS_LENGTHS, True, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_K)
         else:
-            for pid_u in range(0, tl.cdiv(H, BLOCK_U)):
-                dh = backward_carry_tile(t, pid_b, pid_u, T, tbptt, p_w, p_lengths, p_dy, p_dG, p_carry,
-                                         p_direct, B, H, H, w0, w1, w2, w3, CELL, G, HAS_LENGTHS, ACC, PRECISION,
-                                         RESIDENT, BLOCK_B, BLOCK_U, BLOCK_K)
-                if t >= 0:
-                    backward_cell_tile(t, pid_b, pid_u, dh, tbptt, p_w, p_lengths, p_hs, p_cs, p_gates, p_aux,
-                                       p_dG, p_dn, p_dG, p_dc, p_direct, B, H, H,
-                                       CELL, G, HAS_LENGTHS, False, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_K)
+            dh = backward_carry_tile(t, pid_b, 0, T, tbptt, p_w, p_lengths, p_dy, p_dG, p_carry,
+                                     p_direct, B, H, H, w0, w1, w2, w3, CELL, G, HAS_LENGTHS, ACC, PRECISION,
+                                     True, BLOCK_B, BLOCK_K, BLOCK_U)
+            if t >= 0:
+                backward_cell_tile(t, pid_b, 0, dh, tbptt, p_w, p_lengths, p_hs, p_cs, p_gates, p_aux,
+                                   p_dG, p_dn, p_dG, p_dc, p_direct, B, H, H,
+                                   CELL, G, HAS_LENGTHS, False, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_K)
         tl.debug_barrier()
