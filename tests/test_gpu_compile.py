@@ -215,3 +215,23 @@ def test_every_recorded_launch_compiles(recorded):
         assert not isinstance(results, str), f"{job}: {results}"
         found = compile_gate.findings(specs, results)
         assert not found, f"{job}: {len(found)} findings:\n" + "\n".join(found)
+
+
+def test_cache_warm_up_fills_a_cache_that_then_hits(tmp_path):
+    """scripts/warm_triton_cache.py (the GPU script's first stage), on two
+    launches under this environment's triton: the first run compiles into
+    the cache, the second finds both there."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "warm_triton_cache.py")
+    summaries = []
+    for run in range(2):
+        summary = tmp_path / f"summary{run}.json"
+        done = subprocess.run([sys.executable, script, "--cache", str(tmp_path / "cache"), "--triton", "3.9",
+                               "--anchors-only", "--limit", "2", "--summary", str(summary)],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        summaries.append(json.loads(summary.read_text()))
+    assert [(s["specs"], s["misses"], s["hits"]) for s in summaries] == [(2, 2, 0), (2, 0, 2)], summaries
+    assert not summaries[0]["findings"] and not summaries[0]["failures"], summaries[0]

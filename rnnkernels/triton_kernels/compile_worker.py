@@ -14,7 +14,8 @@ and an address of the recorded alignment.
 
 Each result: the spec's index, arch, triton version, and either "error" or
 registers, "stack" and "local" bytes (cuobjdump --dump-resource-usage), the
-count of LDL/STL instructions in the SASS, "shared" bytes and the arch's limit.
+count of LDL/STL instructions in the SASS, "shared" bytes and the arch's limit,
+and "cache_hit" (TRITON_CACHE_DIR held the kernel already).
 """
 
 import argparse
@@ -47,7 +48,9 @@ class TargetDriver:
         return self.target
 
     def get_current_device(self):
-        return 0
+        # the JIT keeps its target per device: one device per arch, or a second
+        # arch would reuse the first one's
+        return self.target.arch
 
     def get_current_stream(self, device=None):
         return 0
@@ -145,20 +148,45 @@ def resource_usage(cubin):
     return fields.get("REG", -1), fields.get("STACK", 0), fields.get("LOCAL", 0), local_ops
 
 
+def _cache_entries():
+    """The entries of TRITON_CACHE_DIR, or None."""
+    folder = os.environ.get("TRITON_CACHE_DIR")
+    return set(os.listdir(folder)) if folder and os.path.isdir(folder) else None
+
+
+def _was_cached(before, compiled):
+    """Whether `compiled` came from the cache: no entry made since `before`
+    holds its metadata (another process may add entries meanwhile)."""
+    if before is None:
+        return False
+    folder = os.environ["TRITON_CACHE_DIR"]
+    for entry in _cache_entries() - before:
+        path = os.path.join(folder, entry, f"{compiled.metadata.name}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                if json.load(f).get("hash") == compiled.metadata.hash:
+                    return False
+    return True
+
+
 def compile_spec(modules, spec, arch):
     import triton
     from triton.runtime import driver
 
     result = {"arch": arch, "triton": triton.__version__}
     began = time.time()
+    entries = _cache_entries()
     driver.set_active(TargetDriver(arch))
     try:
         kernel = getattr(_module(modules, spec["module"]), spec["kernel"])
         options = {k: _option(v) for k, v in spec["options"].items()}
         compiled = kernel.warmup(*[_value(a) for a in spec["args"]], grid=tuple(spec["grid"]), **options)
         regs, stack, local, local_ops = resource_usage(compiled.asm["cubin"])
+        if compiled.metadata.target.arch != arch:
+            raise RuntimeError(f"compiled for {compiled.metadata.target}, not sm_{arch}")
         result.update(regs=regs, stack=stack, local=local, local_ops=local_ops,
-                      shared=compiled.metadata.shared, shared_limit=SHARED_LIMIT.get(arch))
+                      shared=compiled.metadata.shared, shared_limit=SHARED_LIMIT.get(arch),
+                      cache_hit=_was_cached(entries, compiled))
     except Exception as error:  # every failure is a finding to report, not a crash of the worker
         causes = [error]
         while causes[-1].__cause__ is not None:
