@@ -12,7 +12,7 @@ only what misses, and the summary counts hits (a compile that added no cache
 entry) and misses.
 
     python scripts/warm_triton_cache.py --cache .triton-cache            # CPU machine
-    python scripts/warm_triton_cache.py --cache .triton-cache --triton 3.9 --limit 4
+    python scripts/warm_triton_cache.py --cache .triton-cache --triton here    # on the GPU
 
 Writes --summary (JSON: specs, hits, misses, findings) and prints it.
 """
@@ -61,8 +61,9 @@ def record_specs(anchors_only=False):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cache", required=True, help="the TRITON_CACHE_DIR to fill")
-    parser.add_argument("--triton", default="3.6", choices=("3.6", "3.9"),
-                        help="3.6: a separate install (compile_gate.triton36_dir); 3.9: this environment's")
+    parser.add_argument("--triton", default="3.6", choices=("3.6", "here"),
+                        help="3.6: a separate install (compile_gate.triton36_dir); here: this environment's "
+                             "(on the GPU machine: count the hits of a carried cache)")
     parser.add_argument("--arch", type=int, default=90)
     parser.add_argument("--anchors-only", action="store_true")
     parser.add_argument("--limit", type=int, default=0, help="compile only the first N launches (tests)")

@@ -142,7 +142,7 @@ def _sample(specs):
 
 
 def _compile(specs):
-    jobs = {"triton-3.9": ("3.9", specs, [90]), "triton-3.6": ("3.6", specs, [90])}
+    jobs = {"triton-3.9": ("here", specs, [90]), "triton-3.6": ("3.6", specs, [90])}
     outcome = compile_gate.compile_all(jobs, CACHE_DIR)
     with open(RESULTS_FILE, "w") as f:
         json.dump({"specs": specs, "results": outcome}, f, indent=1)
@@ -199,7 +199,7 @@ def test_gate_reports_planted_faults():
     """A compile error (the RESIDENT bug's two return types) and a spill."""
     specs = [_fault("return_type_mismatch_kernel", {"FLAG": True}),
              _fault("spilling_kernel", {"BLOCK": 8192, "num_warps": 1})]
-    results = compile_gate.compile_all({"faults": ("3.9", specs, [90])}, CACHE_DIR)["faults"]
+    results = compile_gate.compile_all({"faults": ("here", specs, [90])}, CACHE_DIR)["faults"]
     assert not isinstance(results, str), results
     found = compile_gate.findings(specs, results)
     assert len(found) == 2, found
@@ -228,7 +228,7 @@ def test_cache_warm_up_fills_a_cache_that_then_hits(tmp_path):
     summaries = []
     for run in range(2):
         summary = tmp_path / f"summary{run}.json"
-        done = subprocess.run([sys.executable, script, "--cache", str(tmp_path / "cache"), "--triton", "3.9",
+        done = subprocess.run([sys.executable, script, "--cache", str(tmp_path / "cache"), "--triton", "here",
                                "--anchors-only", "--limit", "2", "--summary", str(summary)],
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout + done.stderr
