@@ -40,8 +40,8 @@ def triton36_dir(install=True, timeout=600):
 
 
 def worker_command(version):
-    """(argv prefix, environment) that runs compile_worker.py under triton `version`: "3.9"
-    (this environment's triton) or "3.6" (see triton36_dir)."""
+    """(argv prefix, environment) that runs compile_worker.py under triton `version`: "3.6"
+    (see triton36_dir), or anything else for this environment's triton."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     if version == "3.6":
         folder, reason = triton36_dir()
