@@ -13,6 +13,10 @@ plus, all in ACC:
     dc     [2, B, H]     in/out  LSTM: the same for c_t; ends as dc0
     direct [2, B, H]     GRU: z * dh_t, the part of d h_{t-1} that skips W_hh
 
+The matmuls against W_hh and W_hr run in the weights' dtype, the gradient
+rounded to it (tensor cores for fp16/bf16, as torch.nn's own backward), and
+accumulate in ACC; dG, dc and the carries stay in ACC.
+
 Two slots per carried buffer: a step reads one and writes the other, so no
 element is read and written within one step by different threads.
 
@@ -43,21 +47,21 @@ def _active(t, p_lengths, o_b, mask_b, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.co
 
 
 @triton.jit
-def _resident_weights_by_column(p_w, H, H_out, G: tl.constexpr, ACC: tl.constexpr,
-                                BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
+def _resident_weights_by_column(p_w, H, H_out, G: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
     """Each gate's whole W_hh block as [BLOCK_K (units), BLOCK_O (h columns)] in
-    ACC (zeros where the tile overhangs); one return of one type (see forward.py)."""
+    the input dtype (zeros where the tile overhangs); one return of one type
+    (see forward.py)."""
     o_k = tl.arange(0, BLOCK_K)
     o_o = tl.arange(0, BLOCK_O)
     p_block = p_w + o_k[:, None] * H_out + o_o[None, :]
     mask = (o_k < H)[:, None] & (o_o < H_out)[None, :]
-    w0 = tl.load(p_block, mask=mask, other=0.0).to(ACC)
+    w0 = tl.load(p_block, mask=mask, other=0.0)
     w1, w2, w3 = w0, w0, w0
     if G > 1:
-        w1 = tl.load(p_block + H * H_out, mask=mask, other=0.0).to(ACC)
-        w2 = tl.load(p_block + 2 * H * H_out, mask=mask, other=0.0).to(ACC)
+        w1 = tl.load(p_block + H * H_out, mask=mask, other=0.0)
+        w2 = tl.load(p_block + 2 * H * H_out, mask=mask, other=0.0)
     if G > 3:
-        w3 = tl.load(p_block + 3 * H * H_out, mask=mask, other=0.0).to(ACC)
+        w3 = tl.load(p_block + 3 * H * H_out, mask=mask, other=0.0)
     return w0, w1, w2, w3
 
 
@@ -83,23 +87,23 @@ def backward_carry_tile(t, pid_b, pid_o, T, tbptt, p_w, p_lengths, p_dy, p_dG, p
         if RESIDENT:
             o_k = tl.arange(0, BLOCK_K)
             mask_k = o_k < H
-            rec += tl.dot(_load_rows(p_dG_s, o_b, o_k, G * H, mask_b, mask_k), w0,
+            rec += tl.dot(_load_rows(p_dG_s, o_b, o_k, G * H, mask_b, mask_k).to(w0.dtype), w0,
                           input_precision=PRECISION, out_dtype=ACC)
             if G > 1:
-                rec += tl.dot(_load_rows(p_dG_s, o_b, H + o_k, G * H, mask_b, mask_k), w1,
+                rec += tl.dot(_load_rows(p_dG_s, o_b, H + o_k, G * H, mask_b, mask_k).to(w0.dtype), w1,
                               input_precision=PRECISION, out_dtype=ACC)
-                rec += tl.dot(_load_rows(p_dG_s, o_b, 2 * H + o_k, G * H, mask_b, mask_k), w2,
+                rec += tl.dot(_load_rows(p_dG_s, o_b, 2 * H + o_k, G * H, mask_b, mask_k).to(w0.dtype), w2,
                               input_precision=PRECISION, out_dtype=ACC)
             if G > 3:
-                rec += tl.dot(_load_rows(p_dG_s, o_b, 3 * H + o_k, G * H, mask_b, mask_k), w3,
+                rec += tl.dot(_load_rows(p_dG_s, o_b, 3 * H + o_k, G * H, mask_b, mask_k).to(w0.dtype), w3,
                               input_precision=PRECISION, out_dtype=ACC)
         else:  # W_hh streamed through K tiles
             for k0 in range(0, G * H, BLOCK_K):
                 o_k = k0 + tl.arange(0, BLOCK_K)
                 mask_k = o_k < G * H
-                b_dG = _load_rows(p_dG_s, o_b, o_k, G * H, mask_b, mask_k)
+                b_dG = _load_rows(p_dG_s, o_b, o_k, G * H, mask_b, mask_k).to(p_w.dtype.element_ty)
                 b_w = tl.load(p_w + o_k[:, None] * H_out + o_o[None, :], mask=mask_k[:, None] & mask_o[None, :],
-                              other=0.0).to(ACC)
+                              other=0.0)
                 rec += tl.dot(b_dG, b_w, input_precision=PRECISION, out_dtype=ACC)
         if CELL == 1:
             rec += _load_rows(p_direct + _slot(s) * B * H, o_b, o_o, H, mask_b, mask_o)
@@ -140,9 +144,9 @@ def backward_cell_tile(t, pid_b, pid_u, dh, tbptt, p_w_hr, p_lengths, p_hs, p_cs
             for k0 in range(0, H_out, BLOCK_K):
                 o_k = k0 + tl.arange(0, BLOCK_K)
                 mask_k = o_k < H_out
-                b_dht = _load_rows(p_dht + t * B * H_out, o_b, o_k, H_out, mask_b, mask_k)
+                b_dht = _load_rows(p_dht + t * B * H_out, o_b, o_k, H_out, mask_b, mask_k).to(p_w_hr.dtype.element_ty)
                 b_w = tl.load(p_w_hr + o_k[:, None] * H + o_u[None, :], mask=mask_k[:, None] & mask_u[None, :],
-                              other=0.0).to(ACC)
+                              other=0.0)
                 dh += tl.dot(b_dht, b_w, input_precision=PRECISION, out_dtype=ACC)
         gi = _load_rows(p_gates_t, o_b, o_u, row_gates, mask_b, mask_u)
         gf = _load_rows(p_gates_t, o_b, H + o_u, row_gates, mask_b, mask_u)
@@ -250,7 +254,7 @@ def backward_sequence_kernel(T, tbptt, p_w, p_w_hr, p_lengths, p_dy, p_hs, p_cs,
     One tile covers W_hh (as in forward_sequence_kernel: BLOCK_U >= H units,
     BLOCK_K >= H_out columns): the weights stay in registers throughout."""
     pid_b = tl.program_id(0)
-    w0, w1, w2, w3 = _resident_weights_by_column(p_w, H, H_out, G, ACC, BLOCK_K, BLOCK_U)
+    w0, w1, w2, w3 = _resident_weights_by_column(p_w, H, H_out, G, BLOCK_K, BLOCK_U)
     for step in range(0, T + 1):
         t = T - 1 - step
         if HAS_PROJ:  # the carry's columns are the H_out outputs, its reduction the H units
