@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-from .backends import BACKEND_NAMES, BackendUnavailableError, unavailable_reason
+from .backends import BACKEND_NAMES, BackendUnavailableError, backend_implementation, unavailable_reason
 from .cli_support import CommandError
 
 # Modules with an `add_command(subparsers)`, in the order `--help` lists them.
@@ -17,7 +17,9 @@ COMMAND_MODULES = ("rnnkernels.charlm.cli", "rnnkernels.bench.cli", "rnnkernels.
 def _backends(_args):
     for name in BACKEND_NAMES:
         reason = unavailable_reason(name)
-        print(f"{name:<9} {'available' if reason is None else 'unavailable: ' + reason}")
+        paths = ", ".join(getattr(backend_implementation(name), "paths", ())) or "-"
+        status = "available" if reason is None else "unavailable"
+        print(f"{name:<9} {status:<11} paths: {paths:<17}{'' if reason is None else ' ' + reason}".rstrip())
     return 0
 
 
@@ -26,7 +28,7 @@ def build_parser():
     commands = parser.add_subparsers(dest="command", required=True)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).add_command(commands)
-    backends = commands.add_parser("backends", help="list the backends and whether they run here")
+    backends = commands.add_parser("backends", help="list the backends, their kernel paths and whether they run here")
     backends.set_defaults(run=_backends)
     return parser
 

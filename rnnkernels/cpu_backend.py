@@ -23,6 +23,10 @@ def load_extension():
 
 class CpuBackend:
     name = "cpu"
+    paths = ("loop",)
+
+    def kernel_path(self, cell, xg, w_hh, w_hr):
+        return "loop"
 
     def unavailable_reason(self):
         return load_extension()[1]

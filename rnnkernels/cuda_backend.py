@@ -15,6 +15,8 @@ The default stays `step` until the persistent kernels have passed their GPU
 tests.
 """
 
+import os
+
 import torch
 
 from . import cpu_backend
@@ -43,8 +45,28 @@ def measure_barrier_floor(steps=1000, ctas=0):
     return torch.ops.rnnkernels.grid_barrier_floor(steps, ctas)
 
 
+# csrc/cuda/path_rule.h's `auto` thresholds, mirrored for kernel_path.
+_AUTO_MIN_STEPS, _AUTO_MAX_BATCH = 8, 256
+
+
 class CudaBackend(CpuBackend):
     name = "cuda"
+    paths = ("step", "persistent")
+
+    def kernel_path(self, cell, xg, w_hh, w_hr):
+        """The path forward takes (csrc/cuda/path_rule.h, from shapes and
+        RNNKERNELS_CUDA_PATH; no launch, no sync). Under `auto` the device can
+        still refuse the persistent kernel at launch (W_hh beyond its shared
+        memory, a grid that cannot be co-resident), and the step path runs."""
+        request = os.environ.get("RNNKERNELS_CUDA_PATH", "") or "step"
+        if request == "persistent":
+            return "persistent"
+        if request != "auto":
+            return "step"  # an unknown value is refused by forward itself
+        steps, batch = xg.shape[0], xg.shape[1]
+        prefers = (w_hr is None and batch >= 1 and xg.shape[2] >= 1 and steps >= _AUTO_MIN_STEPS
+                   and batch <= _AUTO_MAX_BATCH)
+        return "persistent" if prefers else "step"
 
     def unavailable_reason(self):
         # Through the module, so a test that simulates a missing extension reaches here.

@@ -9,7 +9,7 @@ refused rather than run.
 
 import torch
 
-from .contract import RecurrenceGrads
+from .contract import CELL_GATES, RecurrenceGrads
 
 _GPU_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 _INTERPRETER_DTYPES = (torch.float32, torch.float16, torch.float64)
@@ -26,6 +26,15 @@ def _import_problem():
 
 class TritonBackend:
     name = "triton"
+    paths = ("step", "sequence")
+
+    def kernel_path(self, cell, xg, w_hh, w_hr):
+        """The path forward takes (launch.choose_path: shapes, dtype and
+        RNNKERNELS_TRITON_PATH only; no launch, no sync)."""
+        from .triton_kernels.launch import choose_path
+
+        hidden = xg.shape[2] // CELL_GATES[cell]
+        return choose_path(cell, xg.shape[1], hidden, w_hh.shape[1], xg.dtype)
 
     @property
     def emulated(self):

@@ -1,45 +1,55 @@
 #!/usr/bin/env bash
-# One call on a GPU machine: build the extension, run the tests (GPU ones
-# included), measure the grid-barrier floor if the cuda backend offers it, and
-# run the full benchmark suite; logs, JSON, table and plots go into OUT_DIR.
+# A GPU session in two calls, sized for 15 minutes of device time in all (the
+# machine's start, 1-2 minutes, included; at most 10 minutes a command):
 #
-#   bash scripts/gpu_run.sh OUT_DIR [TOTAL_SECONDS]      (TOTAL_SECONDS default 560)
+#   on the CPU machine first (fills the Triton cache for sm_90 under triton 3.6,
+#   the GPU machines' version; minutes, cached):
+#     python scripts/warm_triton_cache.py --cache .triton-cache --anchors-only
+#   call 1 (must-haves, about 6 minutes):
+#     run(command="TRITON_CACHE_DIR=$PWD/.triton-cache bash scripts/gpu_run.sh $OUT call1",
+#         carry=[".triton-cache"], timeout_s=480)
+#   call 2 (while the machine is warm: the rest of the benchmark suite):
+#     run(command="bash scripts/gpu_run.sh $OUT call2", timeout_s=600)
 #
-# Every step runs under `timeout` inside TOTAL_SECONDS, and the suite gets a
-# --time-budget of what is left, so the whole call ends inside a 10-minute
-# limit and still writes its JSON. A failing step is logged and the next one
-# runs. On this workplace's device tool (at most 8 files come back from $OUT):
+#   bash scripts/gpu_run.sh OUT_DIR call1|call2 [TOTAL_SECONDS]   (default 400 / 560)
 #
-#   run(command="RNNKERNELS_COMMIT=<short sha> bash scripts/gpu_run.sh $OUT", timeout_s=600)
+# call1 stages, each capped, each writing its log (and JSON) before the next:
+#   versions, triton-cache (counts cache hits, compiles what misses), build
+#   (TORCH_CUDA_ARCH_LIST=9.0), gpu-tests (the files with GPU tests; CI ran
+#   the rest), sanitizer (compute-sanitizer racecheck and synccheck at tiny
+#   shapes), barrier-floor, headline (bench against cuDNN: LSTM and GRU,
+#   B 16/64, H 768/1024, bf16 and fp32, fwd+bwd).
+# call2: the full benchmark suite within what is left.
+# Every stage that does not run says why in summary.txt. Files in OUT_DIR:
+# summary.txt, the bench's JSON/.txt/PNGs, logs.tar.gz (every stage's log,
+# pytest.xml, barrier_floor.json, warm-summary.json).
 #
-# Files in OUT_DIR: the suite's <date>-<device>-<commit>.json and .txt, its
-# PNGs (when matplotlib is there), summary.txt (what each step did), and
-# logs.tar.gz (nvidia-smi, versions, build, pytest, barrier floor, the suite's
-# full output); GPU_RUN_KEEP_LOGS=1 also keeps the logs/ folder unpacked.
-#
-# Environment: PYTHON (default python3), BUILD_CAP_S (300), TEST_CAP_S (150),
-# BARRIER_CAP_S (45), PYTEST_ARGS (extra pytest arguments), BENCH_ARGS (extra
-# bench arguments, e.g. "--shape fastrnns,long"), RNNKERNELS_COMMIT (the
-# commit to name results after when the tree has no .git).
-# Never touches the GPU's clocks, power or modes.
+# GPU_RUN_DRY=1 replaces every GPU stage by a stand-in that prints its
+# command (tests/test_gpu_script.py runs it so on CPU). Environment: PYTHON
+# (python3), TRITON_CACHE_DIR, GPU_TESTS (test files of the gpu-tests stage),
+# PYTEST_ARGS, BENCH_ARGS, RNNKERNELS_COMMIT (names results when the tree has
+# no .git). Never touches the GPU's clocks, power or modes.
 
 set -u -o pipefail
 
-OUT_DIR=${1:?usage: bash scripts/gpu_run.sh OUT_DIR [TOTAL_SECONDS]}
-TOTAL_S=${2:-560}
+OUT_DIR=${1:?usage: bash scripts/gpu_run.sh OUT_DIR call1|call2 [TOTAL_SECONDS]}
+CALL=${2:-call1}
+case $CALL in
+    call1) TOTAL_S=${3:-400} ;;
+    call2) TOTAL_S=${3:-560} ;;
+    *) echo "gpu_run.sh: the second argument is call1 or call2, got $CALL" >&2; exit 2 ;;
+esac
 PYTHON=${PYTHON:-python3}
-BUILD_CAP_S=${BUILD_CAP_S:-300}
-TEST_CAP_S=${TEST_CAP_S:-150}
-BARRIER_CAP_S=${BARRIER_CAP_S:-45}
-FINISH_RESERVE_S=20  # packing the logs and printing the summary
+DRY=${GPU_RUN_DRY:-0}
+GPU_TESTS=${GPU_TESTS:-tests/test_cuda_backend.py tests/test_triton_kernels.py tests/test_cell_math_device.py}
+FINISH_RESERVE_S=15  # packing the logs and printing the summary
 
 cd "$(dirname "$0")/.." || exit 1
 mkdir -p "$OUT_DIR" || exit 1
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
-LOGS="$OUT_DIR/logs"
+LOGS="$OUT_DIR/logs-$CALL"
 mkdir -p "$LOGS"
 SUMMARY="$OUT_DIR/summary.txt"
-: >"$SUMMARY"
 START=$(date +%s)
 export PYTHONUNBUFFERED=1
 export RNNKERNELS_COMMIT=${RNNKERNELS_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}
@@ -48,22 +58,27 @@ seconds_left() { echo $((TOTAL_S - ($(date +%s) - START) - FINISH_RESERVE_S)); }
 
 note() { echo "$*" | tee -a "$SUMMARY"; }
 
-# run_step NAME CAP_SECONDS COMMAND...: output to logs/NAME.log, its status to summary.txt
+# run_step NAME CAP_SECONDS COMMAND...: output to LOGS/NAME.log, its status to summary.txt
 run_step() {
     local name=$1 cap=$2 left began status
     shift 2
     left=$(seconds_left)
     if ((left < cap)); then cap=$left; fi
     if ((cap < 5)); then
-        note "step $name: not run, no time left"
+        note "step $name: skipped, ${left}s left of the call's budget"
         return 1
     fi
     began=$(date +%s)
     echo "=== $name (limit ${cap}s): $*"
-    timeout --kill-after=10 "$cap" "$@" >"$LOGS/$name.log" 2>&1
-    status=$?
+    if [[ $DRY == 1 ]]; then
+        echo "dry run: $*" >"$LOGS/$name.log"
+        status=0
+    else
+        timeout --kill-after=10 "$cap" "$@" >"$LOGS/$name.log" 2>&1
+        status=$?
+    fi
     if ((status == 124 || status == 137)); then
-        note "step $name: stopped at its limit of ${cap}s (exit $status); see logs/$name.log"
+        note "step $name: stopped at its limit of ${cap}s (exit $status); see logs-$CALL/$name.log"
     else
         note "step $name: exit $status in $(($(date +%s) - began))s"
     fi
@@ -71,89 +86,106 @@ run_step() {
     return $status
 }
 
-note "gpu_run.sh on $(hostname) at $(date -u +%FT%TZ), commit $RNNKERNELS_COMMIT, budget ${TOTAL_S}s"
+# skip NAME WHY: a stage that does not run, said so
+skip() { note "step $1: skipped, $2"; }
 
-# Read-only queries of the card and the software.
-run_step nvidia-smi 30 bash -c 'nvidia-smi; nvidia-smi -q -d CLOCK,POWER,PERFORMANCE,MEMORY'
-run_step versions 60 bash -c "uname -a; nvcc --version; $PYTHON - <<'EOF'
-import platform, torch
-print('python', platform.python_version())
-print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version())
-print('device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device')
-for name in ('triton', 'matplotlib', 'pytest', 'hypothesis', 'xdist'):
-    try:
-        module = __import__(name)
-        print(name, getattr(module, '__version__', 'present'))
-    except ImportError:
-        print(name, 'missing')
-EOF"
+note "gpu_run.sh $CALL on $(hostname) at $(date -u +%FT%TZ), commit $RNNKERNELS_COMMIT, budget ${TOTAL_S}s"
 
-# The build compiles the CUDA kernels against the torch already installed;
-# there is no network, so no dependency may be fetched.
-MAX_JOBS=${MAX_JOBS:-16} run_step build "$BUILD_CAP_S" \
-    "$PYTHON" -m pip install --no-build-isolation --no-deps --no-index -v -e .
-run_step backends 60 "$PYTHON" -m rnnkernels backends
+call1() {
+    run_step versions 30 bash -c "nvidia-smi; nvcc --version; $PYTHON -c 'import torch, triton; \
+print(\"torch\", torch.__version__, \"cuda\", torch.version.cuda, \"cudnn\", torch.backends.cudnn.version()); \
+print(\"triton\", triton.__version__); \
+print(\"device\", torch.cuda.get_device_name() if torch.cuda.is_available() else \"no CUDA device\")'"
 
-# The default test suite: the GPU tests run where a GPU is present; the rest
-# guard against a build that broke the CPU paths. xdist spreads it over cores.
-PARALLEL=()
-if "$PYTHON" -c "import xdist" 2>/dev/null; then PARALLEL=(-n 8); fi
-# shellcheck disable=SC2086  # PYTEST_ARGS is a list of words on purpose
-run_step tests "$TEST_CAP_S" env RNNKERNELS_REQUIRE_CPU_BACKEND=1 "$PYTHON" -m pytest -q -rs "${PARALLEL[@]}" -p no:cacheprovider \
-    --junitxml="$LOGS/pytest.xml" ${PYTEST_ARGS:-}
+    if [[ -n ${TRITON_CACHE_DIR:-} && -d ${TRITON_CACHE_DIR:-} ]]; then
+        # this machine's triton, the warmed cache: hits cost nothing, misses compile here
+        run_step triton-cache 60 "$PYTHON" scripts/warm_triton_cache.py --cache "$TRITON_CACHE_DIR" \
+            --triton here --anchors-only --summary "$LOGS/warm-summary.json"
+        grep -h '"hits"\|"misses"' "$LOGS/warm-summary.json" 2>/dev/null | tee -a "$SUMMARY"
+    else
+        skip triton-cache "TRITON_CACHE_DIR is not a folder carried here: every Triton variant compiles on first use"
+    fi
 
-# The per-step floor of an empty grid-barrier loop (microseconds per barrier),
-# if the cuda backend offers it; two loop lengths, to see that it is stable.
-run_step barrier-floor "$BARRIER_CAP_S" "$PYTHON" - <<EOF
+    # There is no network: nothing may be fetched. One arch: the build is a third of the default.
+    TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=${MAX_JOBS:-16} run_step build 150 \
+        "$PYTHON" -m pip install --no-build-isolation --no-deps --no-index -e .
+    run_step backends 20 "$PYTHON" -m rnnkernels backends
+
+    # shellcheck disable=SC2086  # GPU_TESTS and PYTEST_ARGS are lists of words on purpose
+    run_step gpu-tests 120 env RNNKERNELS_REQUIRE_CPU_BACKEND=1 "$PYTHON" -m pytest -q -rs -p no:cacheprovider \
+        --junitxml="$LOGS/pytest.xml" $GPU_TESTS ${PYTEST_ARGS:-}
+
+    if [[ $DRY == 1 ]] || command -v compute-sanitizer >/dev/null 2>&1; then
+        for tool in racecheck synccheck; do
+            run_step "sanitizer-$tool" 15 compute-sanitizer --tool "$tool" --error-exitcode 3 "$PYTHON" - <<'EOF'
+import os
+import torch
+import rnnkernels
+for backend, path in (("cuda", "persistent"), ("cuda", "step"), ("triton", None)):
+    if path:
+        os.environ["RNNKERNELS_CUDA_PATH"] = path
+    for layer in (rnnkernels.LSTM(8, 16, backend=backend), rnnkernels.GRU(8, 16, backend=backend)):
+        out, _ = layer.cuda()(torch.randn(9, 3, 8, device="cuda", requires_grad=True))
+        out.sum().backward()
+    torch.cuda.synchronize()
+    print(backend, path, "ran")
+EOF
+        done
+    else
+        skip sanitizer "compute-sanitizer is not on PATH"
+    fi
+
+    run_step barrier-floor 30 "$PYTHON" - <<EOF
 import json
 import torch
-import rnnkernels.cuda_backend as cuda_backend
-measure = getattr(cuda_backend, "measure_barrier_floor", None)
-if measure is None:
-    print("rnnkernels.cuda_backend has no measure_barrier_floor: nothing measured")
-    raise SystemExit(0)
+from rnnkernels.cuda_backend import measure_barrier_floor
 floors = {}
 for steps in (1000, 4000):
     try:
-        floors[steps] = measure(steps)
-        print(f"barrier floor, {steps} steps: {floors[steps]} us per barrier")
-    except (RuntimeError, TypeError) as error:
+        floors[steps] = measure_barrier_floor(steps)
+    except RuntimeError as error:
         floors[steps] = f"failed: {error}"
-        print(f"barrier floor, {steps} steps: {floors[steps]}")
-device = torch.cuda.get_device_name() if torch.cuda.is_available() else None
+    print(f"barrier floor, {steps} steps: {floors[steps]} us per barrier")
 with open("$LOGS/barrier_floor.json", "w") as out:
-    json.dump({"device": device, "us_per_barrier_by_steps": floors}, out, indent=1, default=repr)
+    json.dump({"device": torch.cuda.get_device_name(), "us_per_barrier_by_steps": floors}, out, indent=1,
+              default=repr)
 EOF
+    grep -h "barrier floor" "$LOGS/barrier-floor.log" 2>/dev/null | tee -a "$SUMMARY"
 
-grep -h "barrier floor" "$LOGS/barrier-floor.log" 2>/dev/null | tee -a "$SUMMARY"
-
-# The suite stops starting cases when its budget is spent, then writes the
-# table, JSON and plots; the hard limit above it is a last resort.
-# 40 s stay back: 10 for the hard limit's grace, 30 to render the report again
-BENCH_BUDGET=$(($(seconds_left) - 40))
-if ((BENCH_BUDGET >= 30)); then
-    # shellcheck disable=SC2086  # BENCH_ARGS is a list of words on purpose
-    run_step bench $((BENCH_BUDGET + 10)) "$PYTHON" -m rnnkernels bench --device cuda \
-        --time-budget "$BENCH_BUDGET" --out "$OUT_DIR" ${BENCH_ARGS:-}
-    status=$?
-    # Stopped at the hard limit (a long torch.compile, say): the JSON holds every
-    # case finished; render its table and plots again from it.
-    latest_json=$(ls -t "$OUT_DIR"/*.json 2>/dev/null | head -n 1)
-    if ((status == 124 || status == 137)) && [[ -n $latest_json ]]; then
-        run_step render 30 "$PYTHON" -m rnnkernels bench --from-json "$latest_json"
+    # The anchors: T=1024 B=16 H=768 (DESIGN.md's), h1024 (B=64, H=1024), fastrnns (B=64);
+    # fp32 at torch.nn's default RNN precision (TF32), recorded in the JSON on both sides.
+    local budget=$(($(seconds_left) - 25))
+    if ((budget >= 30)); then
+        # shellcheck disable=SC2086  # BENCH_ARGS is a list of words on purpose
+        run_step headline $((budget + 15)) "$PYTHON" -m rnnkernels bench --device cuda --tf32 \
+            --shape long,h1024,fastrnns --cell lstm,gru --dtype bf16,fp32 --mode fwd+bwd --compile off \
+            --time-budget "$budget" --out "$OUT_DIR" --note "gpu_run.sh call1 headline" ${BENCH_ARGS:-}
+    else
+        skip headline "${budget}s left of the call's budget"
     fi
-else
-    note "step bench: not run, ${BENCH_BUDGET}s left"
-fi
+}
 
-if [[ ${GPU_RUN_KEEP_LOGS:-0} == 1 ]]; then
-    tar czf "$OUT_DIR/logs.tar.gz" -C "$OUT_DIR" logs
-else
-    tar czf "$OUT_DIR/logs.tar.gz" -C "$OUT_DIR" logs && rm -rf "$LOGS"
-fi
-note "finished in $(($(date +%s) - START))s; files in $OUT_DIR:"
+call2() {
+    local budget=$(($(seconds_left) - 40))
+    if ((budget >= 30)); then
+        # shellcheck disable=SC2086  # BENCH_ARGS is a list of words on purpose
+        run_step bench $((budget + 10)) "$PYTHON" -m rnnkernels bench --device cuda \
+            --time-budget "$budget" --out "$OUT_DIR" --note "gpu_run.sh call2 suite" ${BENCH_ARGS:-}
+        local status=$? latest_json
+        latest_json=$(ls -t "$OUT_DIR"/*.json 2>/dev/null | head -n 1)
+        if ((status == 124 || status == 137)) && [[ -n $latest_json ]]; then
+            run_step render 30 "$PYTHON" -m rnnkernels bench --from-json "$latest_json"
+        fi
+    else
+        skip bench "${budget}s left of the call's budget"
+    fi
+}
+
+"$CALL"
+
+tar czf "$OUT_DIR/logs-$CALL.tar.gz" -C "$OUT_DIR" "logs-$CALL" && rm -rf "$LOGS"
+note "$CALL finished in $(($(date +%s) - START))s; files in $OUT_DIR:"
 ls -la "$OUT_DIR" | tee -a "$SUMMARY"
-# Last, for a reader who sees only the end of the output: the suite's table.
 for table in "$OUT_DIR"/*.txt; do
-    [[ $table == "$SUMMARY" ]] || { echo; echo "=== $table"; tail -n 60 "$table"; }
+    [[ $table == "$SUMMARY" ]] || { echo; echo "=== $table"; tail -n 40 "$table"; }
 done

@@ -2,6 +2,8 @@
 check): nvcc compiles every csrc/cuda/*.cu file for sm_80 and sm_90 with the
 flags torch's CUDAExtension uses and warnings as errors, and g++ syntax-checks
 the torch glue (csrc/cuda/*.cpp) against torch's headers and the CUDA toolkit's.
+ptxas reports each kernel's resources (-Xptxas -v): no spill stores or loads,
+no stack frame, static shared memory within 48 KB (the rest is dynamic).
 
 All compilers run at once in one fixture, so the whole check costs about the
 slowest file rather than the sum; the glue files are checked as one
@@ -9,6 +11,7 @@ translation unit that includes them all, which parses ATen's headers once."""
 
 import glob
 import os
+import re
 import shutil
 import subprocess
 
@@ -45,7 +48,7 @@ MISSING_TORCH_CUDA_HEADER = "c10/cuda/impl/cuda_cmake_macros.h"
 NVCC_FLAGS = ["-std=c++20", "-O3", "--Werror", "all-warnings", "-Xcompiler", "-Wall",
               "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
               "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
-              "--expt-relaxed-constexpr",
+              "--expt-relaxed-constexpr", "-Xptxas", "-v",
               "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90"]
 
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
@@ -90,6 +93,41 @@ def test_every_cuda_source_is_checked():
 def test_kernel_compiles_for_sm80_and_sm90(name, compile_results):
     code, output = compile_results[name]
     assert code == 0, f"nvcc failed on csrc/cuda/{name}:\n{output}"
+
+
+# ptxas -v, per kernel and arch: "Compiling entry function 'NAME' for 'sm_90'", then
+# "N bytes stack frame, N bytes spill stores, N bytes spill loads" and "Used N registers, ... N bytes smem".
+_ENTRY = re.compile(r"Compiling entry function '(\w+)' for '(sm_\d+)'")
+_FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+_USED = re.compile(r"Used (\d+) registers")
+STATIC_SHARED_LIMIT = 48 * 1024
+
+
+def ptxas_resources(output):
+    """[(kernel, arch, stack, spill stores, spill loads, registers, static smem)] from ptxas -v."""
+    found, current, frame = [], None, (0, 0, 0)
+    for line in output.splitlines():
+        if m := _ENTRY.search(line):
+            current, frame = (m.group(1), m.group(2)), (0, 0, 0)
+        elif (m := _FRAME.search(line)) and current:
+            frame = tuple(int(g) for g in m.groups())
+        elif (m := _USED.search(line)) and current:
+            smem = re.search(r"(\d+) bytes smem", line)
+            found.append((*current, *frame, int(m.group(1)), int(smem.group(1)) if smem else 0))
+            current = None
+    return found
+
+
+@needs_nvcc
+@pytest.mark.parametrize("name", CU_FILES)
+def test_kernels_do_not_spill(name, compile_results):
+    code, output = compile_results[name]
+    assert code == 0, f"nvcc failed on csrc/cuda/{name}:\n{output}"
+    resources = ptxas_resources(output)
+    assert resources, f"no ptxas -v report for csrc/cuda/{name}:\n{output[-2000:]}"
+    bad = [r for r in resources if r[2] or r[3] or r[4] or r[6] > STATIC_SHARED_LIMIT]
+    assert not bad, (f"csrc/cuda/{name}: (kernel, arch, stack frame, spill stores, spill loads, registers, "
+                     f"static smem) over the limits:\n" + "\n".join(map(str, bad)))
 
 
 @needs_nvcc

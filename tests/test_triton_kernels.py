@@ -11,12 +11,12 @@ import pytest
 import torch
 from torch.autograd import gradcheck
 
+triton = pytest.importorskip("triton", reason="triton is not installed")
+
 import rnnkernels
 from helpers import (MODULE_KINDS, OP_CELLS, forward_backward, make_hx, make_input, make_op_inputs, make_twins,
                      op_forward_backward)
 from tolerance import assert_all_close, max_error
-
-pytest.importorskip("triton", reason="triton is not installed")
 
 from rnnkernels.backends import unavailable_reason  # noqa: E402
 from rnnkernels.triton_kernels import launch  # noqa: E402
@@ -27,6 +27,14 @@ if unavailable_reason("triton") is not None:
 DEVICE = "cuda" if not launch.is_interpreted() else "cpu"
 VARIANTS = [("lstm", None), ("lstm", 2)] + [(cell, None) for cell in OP_CELLS[1:]]
 VARIANT_PARAMS = [pytest.param(c, p, id=c if p is None else f"{c}_proj{p}") for c, p in VARIANTS]
+
+
+@pytest.fixture(autouse=True)
+def _ieee_fp32_on_gpu(monkeypatch):
+    """fp32 follows torch.nn's RNN precision, TF32 by default on a GPU; these
+    tests hold fp32 to the fp32 tolerance, so they run it in IEEE there."""
+    if not launch.is_interpreted():
+        monkeypatch.setattr(torch.backends.cudnn.rnn, "fp32_precision", "ieee")
 
 
 @pytest.fixture(params=launch.PATHS)
@@ -122,12 +130,91 @@ def test_path_rule_and_override(monkeypatch):
     monkeypatch.delenv("RNNKERNELS_TRITON_PATH", raising=False)
     small = launch.choose_path("lstm", 16, 32, 32, torch.float32)
     large = launch.choose_path("lstm", 16, 1024, 1024, torch.float32)
-    assert (small, large) == ("sequence", "step")
+    widest = launch.choose_path("gru", 256, 64, 64, torch.float32)
+    projected = launch.choose_path("lstm", 16, 64, 65, torch.float32)
+    assert (small, large, widest, projected) == ("sequence", "step", "sequence", "step")
     monkeypatch.setenv("RNNKERNELS_TRITON_PATH", "step")
     assert launch.choose_path("lstm", 16, 32, 32, torch.float32) == "step"
+    monkeypatch.setenv("RNNKERNELS_TRITON_PATH", "sequence")
+    with pytest.raises(ValueError, match=r"sequence needs hidden and output sizes <= 64 .* got 65 and 65"):
+        launch.choose_path("rnn_tanh", 16, 65, 65, torch.float32)
     monkeypatch.setenv("RNNKERNELS_TRITON_PATH", "fastest")
     with pytest.raises(ValueError, match="RNNKERNELS_TRITON_PATH must be one of step, sequence"):
         launch.choose_path("lstm", 16, 32, 32, torch.float32)
+
+
+@pytest.mark.parametrize("cell, batch, hidden, proj, forced, expected", [
+    ("lstm", 3, 64, None, "", "sequence"), ("gru", 3, 65, None, "", "step"),
+    ("lstm", 3, 32, 80, "", "step"), ("rnn_relu", 3, 8, None, "step", "step"),
+], ids=["small", "wide", "wide_proj", "forced_step"])
+def test_kernel_path_names_the_path_without_launching(cell, batch, hidden, proj, forced, expected, monkeypatch):
+    """kernel_path reads shapes, dtype and the environment only: meta tensors (no data) will do."""
+    from rnnkernels.backends import backend_implementation
+
+    monkeypatch.setenv("RNNKERNELS_TRITON_PATH", forced)
+    g = {"lstm": 4, "gru": 3}.get(cell, 1)
+    xg = torch.empty(7, batch, g * hidden, device="meta")
+    w_hh = torch.empty(g * hidden, proj or hidden, device="meta")
+    w_hr = torch.empty(proj, hidden, device="meta") if proj else None
+    backend = backend_implementation("triton")
+    assert backend.kernel_path(cell, xg, w_hh, w_hr) == expected
+    assert expected in backend.paths
+
+
+def test_other_backends_name_their_paths(monkeypatch):
+    from rnnkernels.backends import backend_implementation
+
+    xg, w_hh = torch.empty(20, 16, 4 * 32, device="meta"), torch.empty(4 * 32, 32, device="meta")
+    assert backend_implementation("reference").kernel_path("lstm", xg, w_hh, None) == "loop"
+    assert backend_implementation("cpu").kernel_path("lstm", xg, w_hh, None) == "loop"
+    cuda = backend_implementation("cuda")
+    for request, expected in [("", "step"), ("step", "step"), ("persistent", "persistent"), ("auto", "persistent")]:
+        monkeypatch.setenv("RNNKERNELS_CUDA_PATH", request)
+        assert cuda.kernel_path("lstm", xg, w_hh, None) == expected, request
+    assert cuda.kernel_path("lstm", xg[:4], w_hh, None) == "step", "auto: too few steps to repay the setup"
+    assert cuda.kernel_path("lstm", xg, w_hh, torch.empty(8, 32, device="meta")) == "step", "auto: projection"
+
+
+@pytest.mark.parametrize("rnn, matmul, expected", [
+    ("tf32", "ieee", "tf32"), ("ieee", "tf32", "ieee"), ("none", "tf32", "ieee"),
+], ids=["rnn_tf32", "rnn_ieee", "rnn_none"])
+def test_fp32_follows_the_rnn_precision_not_the_matmul_one(rnn, matmul, expected, monkeypatch):
+    """As torch.nn's cuDNN RNNs: TF32 by default in torch 2.13, whatever plain matmuls do."""
+    monkeypatch.setattr(torch.backends.cudnn.rnn, "fp32_precision", rnn)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "fp32_precision", matmul)
+    assert launch._numerics(torch.float32) == (triton.language.float32, expected)
+    for dtype in (torch.float16, torch.bfloat16):
+        assert launch._numerics(dtype)[1] == "ieee", dtype
+    assert launch._numerics(torch.float64) == (triton.language.float64, "ieee")
+
+
+def test_fp32_precision_default_and_legacy_flag(monkeypatch):
+    import types
+
+    from rnnkernels.triton_kernels.precision import rnn_fp32_precision
+
+    monkeypatch.setattr(torch.backends.cudnn.rnn, "fp32_precision", "tf32")
+    assert rnn_fp32_precision() == "tf32", "torch 2.13's default"
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # the legacy API sets every level to none
+    assert rnn_fp32_precision() == "ieee"
+    for allow, expected in [(True, "tf32"), (False, "ieee")]:  # a torch before fp32_precision
+        monkeypatch.setattr(torch.backends, "cudnn", types.SimpleNamespace(allow_tf32=allow))
+        assert rnn_fp32_precision() == expected
+
+
+def test_sizes_past_int32_offsets_are_refused():
+    """The kernels' offsets are int32: the launcher's arithmetic refuses what
+    would wrap, checked on expanded tensors that hold one element."""
+    steps, batch, hidden = 4096, 1024, 128  # T * B * 4H = 2**31
+    xg = torch.zeros(1).expand(steps, batch, 4 * hidden)
+    w_hh, h0, c0 = torch.zeros(4 * hidden, hidden), torch.zeros(batch, hidden), torch.zeros(batch, hidden)
+    with pytest.raises(RuntimeError, match=r"T=4096, B=1024, G\*H=512, H_out=128 .* int32 offsets"):
+        launch.forward("lstm", xg, w_hh, h0, c0, None, None, None, True)
+    from rnnkernels.triton_kernels.checks import check_index_range
+
+    check_index_range(steps // 2 - 1, batch - 64, 4 * hidden, hidden)  # just below the limit
+    with pytest.raises(RuntimeError, match="int32 offsets"):
+        check_index_range(1, 1, 2**16, 2**15)  # W_hh itself
 
 
 @pytest.mark.skipif(not launch.is_interpreted(), reason="only the interpreter refuses bfloat16")

@@ -70,6 +70,17 @@ def _triton_version():
     return triton.__version__
 
 
+def fp32_precision():
+    """How float32 ran on each side: torch.nn's cuDNN RNNs and the triton
+    kernels follow the RNN setting; the cuda backend's per-step GEMMs (ATen)
+    follow the matmul one."""
+    from ..triton_kernels.precision import rnn_fp32_precision
+
+    rnn = rnn_fp32_precision()
+    gemm = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    return {"torch.nn": rnn, "triton": rnn, "cuda step GEMM": gemm}
+
+
 def metadata(device, baseline, settings):
     """Everything about the run that is not a record. `settings`: the run's
     options (suite, filters, budget, note), stored as given."""
@@ -90,6 +101,7 @@ def metadata(device, baseline, settings):
         "cuda_capability": list(torch.cuda.get_device_capability(device)) if cuda else None,
         "tf32": {"cudnn": torch.backends.cudnn.allow_tf32,
                  "matmul": torch.backends.cuda.matmul.allow_tf32} if cuda else None,
+        "fp32_precision": fp32_precision() if cuda else None,
         "baseline": baseline,
         "ratio": "ratio_to_baseline = baseline median_ms / this median_ms: above 1 is faster",
         "timing": ("CUDA events around each call, L2 flushed between calls, after warm-up"

@@ -13,6 +13,10 @@ plus, all in ACC:
     dc     [2, B, H]     in/out  LSTM: the same for c_t; ends as dc0
     direct [2, B, H]     GRU: z * dh_t, the part of d h_{t-1} that skips W_hh
 
+The matmuls against W_hh and W_hr run in the weights' dtype, the gradient
+rounded to it (tensor cores for fp16/bf16, as torch.nn's own backward), and
+accumulate in ACC; dG, dc and the carries stay in ACC.
+
 Two slots per carried buffer: a step reads one and writes the other, so no
 element is read and written within one step by different threads.
 
@@ -43,24 +47,22 @@ def _active(t, p_lengths, o_b, mask_b, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.co
 
 
 @triton.jit
-def _resident_weights_by_column(p_w, H, H_out, G: tl.constexpr, ACC: tl.constexpr, RESIDENT: tl.constexpr,
-                                BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
+def _resident_weights_by_column(p_w, H, H_out, G: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
     """Each gate's whole W_hh block as [BLOCK_K (units), BLOCK_O (h columns)] in
-    ACC (zeros where the tile overhangs), or placeholders when not RESIDENT."""
-    if RESIDENT:
-        o_k = tl.arange(0, BLOCK_K)
-        o_o = tl.arange(0, BLOCK_O)
-        p_block = p_w + o_k[:, None] * H_out + o_o[None, :]
-        mask = (o_k < H)[:, None] & (o_o < H_out)[None, :]
-        w0 = tl.load(p_block, mask=mask, other=0.0).to(ACC)
-        w1, w2, w3 = w0, w0, w0
-        if G > 1:
-            w1 = tl.load(p_block + H * H_out, mask=mask, other=0.0).to(ACC)
-            w2 = tl.load(p_block + 2 * H * H_out, mask=mask, other=0.0).to(ACC)
-        if G > 3:
-            w3 = tl.load(p_block + 3 * H * H_out, mask=mask, other=0.0).to(ACC)
-        return w0, w1, w2, w3
-    return 0, 0, 0, 0
+    the input dtype (zeros where the tile overhangs); one return of one type
+    (see forward.py)."""
+    o_k = tl.arange(0, BLOCK_K)
+    o_o = tl.arange(0, BLOCK_O)
+    p_block = p_w + o_k[:, None] * H_out + o_o[None, :]
+    mask = (o_k < H)[:, None] & (o_o < H_out)[None, :]
+    w0 = tl.load(p_block, mask=mask, other=0.0)
+    w1, w2, w3 = w0, w0, w0
+    if G > 1:
+        w1 = tl.load(p_block + H * H_out, mask=mask, other=0.0)
+        w2 = tl.load(p_block + 2 * H * H_out, mask=mask, other=0.0)
+    if G > 3:
+        w3 = tl.load(p_block + 3 * H * H_out, mask=mask, other=0.0)
+    return w0, w1, w2, w3
 
 
 @triton.jit
@@ -85,23 +87,23 @@ def backward_carry_tile(t, pid_b, pid_o, T, tbptt, p_w, p_lengths, p_dy, p_dG, p
         if RESIDENT:
             o_k = tl.arange(0, BLOCK_K)
             mask_k = o_k < H
-            rec += tl.dot(_load_rows(p_dG_s, o_b, o_k, G * H, mask_b, mask_k), w0,
+            rec += tl.dot(_load_rows(p_dG_s, o_b, o_k, G * H, mask_b, mask_k).to(w0.dtype), w0,
                           input_precision=PRECISION, out_dtype=ACC)
             if G > 1:
-                rec += tl.dot(_load_rows(p_dG_s, o_b, H + o_k, G * H, mask_b, mask_k), w1,
+                rec += tl.dot(_load_rows(p_dG_s, o_b, H + o_k, G * H, mask_b, mask_k).to(w0.dtype), w1,
                               input_precision=PRECISION, out_dtype=ACC)
-                rec += tl.dot(_load_rows(p_dG_s, o_b, 2 * H + o_k, G * H, mask_b, mask_k), w2,
+                rec += tl.dot(_load_rows(p_dG_s, o_b, 2 * H + o_k, G * H, mask_b, mask_k).to(w0.dtype), w2,
                               input_precision=PRECISION, out_dtype=ACC)
             if G > 3:
-                rec += tl.dot(_load_rows(p_dG_s, o_b, 3 * H + o_k, G * H, mask_b, mask_k), w3,
+                rec += tl.dot(_load_rows(p_dG_s, o_b, 3 * H + o_k, G * H, mask_b, mask_k).to(w0.dtype), w3,
                               input_precision=PRECISION, out_dtype=ACC)
         else:  # W_hh streamed through K tiles
             for k0 in range(0, G * H, BLOCK_K):
                 o_k = k0 + tl.arange(0, BLOCK_K)
                 mask_k = o_k < G * H
-                b_dG = _load_rows(p_dG_s, o_b, o_k, G * H, mask_b, mask_k)
+                b_dG = _load_rows(p_dG_s, o_b, o_k, G * H, mask_b, mask_k).to(p_w.dtype.element_ty)
                 b_w = tl.load(p_w + o_k[:, None] * H_out + o_o[None, :], mask=mask_k[:, None] & mask_o[None, :],
-                              other=0.0).to(ACC)
+                              other=0.0)
                 rec += tl.dot(b_dG, b_w, input_precision=PRECISION, out_dtype=ACC)
         if CELL == 1:
             rec += _load_rows(p_direct + _slot(s) * B * H, o_b, o_o, H, mask_b, mask_o)
@@ -142,9 +144,9 @@ def backward_cell_tile(t, pid_b, pid_u, dh, tbptt, p_w_hr, p_lengths, p_hs, p_cs
             for k0 in range(0, H_out, BLOCK_K):
                 o_k = k0 + tl.arange(0, BLOCK_K)
                 mask_k = o_k < H_out
-                b_dht = _load_rows(p_dht + t * B * H_out, o_b, o_k, H_out, mask_b, mask_k)
+                b_dht = _load_rows(p_dht + t * B * H_out, o_b, o_k, H_out, mask_b, mask_k).to(p_w_hr.dtype.element_ty)
                 b_w = tl.load(p_w_hr + o_k[:, None] * H + o_u[None, :], mask=mask_k[:, None] & mask_u[None, :],
-                              other=0.0).to(ACC)
+                              other=0.0)
                 dh += tl.dot(b_dht, b_w, input_precision=PRECISION, out_dtype=ACC)
         gi = _load_rows(p_gates_t, o_b, o_u, row_gates, mask_b, mask_u)
         gf = _load_rows(p_gates_t, o_b, H + o_u, row_gates, mask_b, mask_u)
@@ -188,7 +190,8 @@ def backward_cell_tile(t, pid_b, pid_u, dh, tbptt, p_w_hr, p_lengths, p_hs, p_cs
         _store_rows(p_dG_t, tl.where(active, d_pre, 0.0), o_b, o_u, row_gates, mask_b, mask_u)
 
 
-@triton.jit
+# Step and length arguments are not specialized (see forward_step_kernel).
+@triton.jit(do_not_specialize=["t", "T", "tbptt"])
 def backward_step_kernel(t, T, tbptt, p_w, p_lengths, p_dy, p_hs, p_cs, p_gates, p_aux,
                          p_dG, p_dn, p_carry, p_dc, p_direct, B, H,
                          CELL: tl.constexpr, G: tl.constexpr, HAS_LENGTHS: tl.constexpr, ACC: tl.constexpr,
@@ -205,7 +208,7 @@ def backward_step_kernel(t, T, tbptt, p_w, p_lengths, p_dy, p_hs, p_cs, p_gates,
                            CELL, G, HAS_LENGTHS, False, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_K)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t", "T", "tbptt"])
 def backward_projection_carry_step_kernel(t, T, tbptt, p_w, p_lengths, p_dy, p_dG, p_dht, p_carry, B, H, P,
                                           HAS_LENGTHS: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
                                           BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -230,7 +233,7 @@ def _projection_carry(t, pid_b, pid_p, T, tbptt, p_w, p_lengths, p_dy, p_dG, p_d
         _store_rows(p_dht + t * B * P, tl.where(active, dh, 0.0), o_b, o_p, P, mask_b, o_p < P)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t", "tbptt"])
 def backward_projection_cell_step_kernel(t, tbptt, p_w_hr, p_lengths, p_cs, p_gates, p_dG, p_dht, p_dc, B, H, P,
                                          HAS_LENGTHS: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
                                          BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -241,37 +244,34 @@ def backward_projection_cell_step_kernel(t, tbptt, p_w_hr, p_lengths, p_cs, p_ga
                        0, 4, HAS_LENGTHS, True, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_K)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "tbptt"])
 def backward_sequence_kernel(T, tbptt, p_w, p_w_hr, p_lengths, p_dy, p_hs, p_cs, p_gates, p_aux,
                              p_dG, p_dn, p_dht, p_carry, p_dc, p_direct, B, H, H_out,
                              CELL: tl.constexpr, G: tl.constexpr, HAS_LENGTHS: tl.constexpr,
                              HAS_PROJ: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
-                             RESIDENT: tl.constexpr,
                              BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr):
     """Steps T-1 .. 0 and the final carry for one block of rows; grid (row blocks,).
-    RESIDENT (one tile covers W_hh): the weights stay in registers throughout."""
+    One tile covers W_hh (as in forward_sequence_kernel: BLOCK_U >= H units,
+    BLOCK_K >= H_out columns): the weights stay in registers throughout."""
     pid_b = tl.program_id(0)
-    w0, w1, w2, w3 = _resident_weights_by_column(p_w, H, H_out, G, ACC, RESIDENT, BLOCK_U, BLOCK_K)
+    w0, w1, w2, w3 = _resident_weights_by_column(p_w, H, H_out, G, BLOCK_K, BLOCK_U)
     for step in range(0, T + 1):
         t = T - 1 - step
-        if HAS_PROJ:
-            for pid_p in range(0, tl.cdiv(H_out, BLOCK_U)):
-                _projection_carry(t, pid_b, pid_p, T, tbptt, p_w, p_lengths, p_dy, p_dG, p_dht, p_carry,
-                                  B, H, H_out, w0, w1, w2, w3, HAS_LENGTHS, ACC, PRECISION, RESIDENT,
-                                  BLOCK_B, BLOCK_U, BLOCK_K)
+        if HAS_PROJ:  # the carry's columns are the H_out outputs, its reduction the H units
+            _projection_carry(t, pid_b, 0, T, tbptt, p_w, p_lengths, p_dy, p_dG, p_dht, p_carry,
+                              B, H, H_out, w0, w1, w2, w3, HAS_LENGTHS, ACC, PRECISION, True,
+                              BLOCK_B, BLOCK_K, BLOCK_U)
             tl.debug_barrier()
             if t >= 0:
-                for pid_u in range(0, tl.cdiv(H, BLOCK_U)):
-                    backward_cell_tile(t, pid_b, pid_u, 0.0, tbptt, p_w_hr, p_lengths, p_hs, p_cs, p_gates,
-                                       p_aux, p_dG, p_dn, p_dht, p_dc, p_direct, B, H, H_out,
-                                       CELL, G, HAS_LENGTHS, True, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_K)
+                backward_cell_tile(t, pid_b, 0, 0.0, tbptt, p_w_hr, p_lengths, p_hs, p_cs, p_gates,
+                                   p_aux, p_dG, p_dn, p_dht, p_dc, p_direct, B, H, H_out,
+                                   CELL, G, HAS_LENGTHS, True, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_K)
         else:
-            for pid_u in range(0, tl.cdiv(H, BLOCK_U)):
-                dh = backward_carry_tile(t, pid_b, pid_u, T, tbptt, p_w, p_lengths, p_dy, p_dG, p_carry,
-                                         p_direct, B, H, H, w0, w1, w2, w3, CELL, G, HAS_LENGTHS, ACC, PRECISION,
-                                         RESIDENT, BLOCK_B, BLOCK_U, BLOCK_K)
-                if t >= 0:
-                    backward_cell_tile(t, pid_b, pid_u, dh, tbptt, p_w, p_lengths, p_hs, p_cs, p_gates, p_aux,
-                                       p_dG, p_dn, p_dG, p_dc, p_direct, B, H, H,
-                                       CELL, G, HAS_LENGTHS, False, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_K)
+            dh = backward_carry_tile(t, pid_b, 0, T, tbptt, p_w, p_lengths, p_dy, p_dG, p_carry,
+                                     p_direct, B, H, H, w0, w1, w2, w3, CELL, G, HAS_LENGTHS, ACC, PRECISION,
+                                     True, BLOCK_B, BLOCK_K, BLOCK_U)
+            if t >= 0:
+                backward_cell_tile(t, pid_b, 0, dh, tbptt, p_w, p_lengths, p_hs, p_cs, p_gates, p_aux,
+                                   p_dG, p_dn, p_dG, p_dc, p_direct, B, H, H,
+                                   CELL, G, HAS_LENGTHS, False, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_K)
         tl.debug_barrier()

@@ -19,6 +19,21 @@ def _operand(t, name, sizes, xg):
              f"rnnkernels triton backend: {name} has shape {list(t.shape)}, expected {list(sizes)}")
 
 
+# The kernels compute element offsets in int32 (t * B * G * H and the like).
+INDEX_LIMIT = 2**31
+# Row offsets are formed for a whole row tile before masking: allow for the overhang.
+_ROW_OVERHANG = 64
+
+
+def check_index_range(steps, batch, gate_width, hidden_out):
+    """RuntimeError unless every offset into the kernels' largest buffers (xg,
+    gates, dG [T, B, G*H]; hs [T+1, B, H_out]; W_hh [G*H, H_out]) fits int32."""
+    largest = max((steps + 1) * (batch + _ROW_OVERHANG) * max(gate_width, hidden_out), gate_width * hidden_out)
+    _require(largest < INDEX_LIMIT,
+             f"rnnkernels triton backend: T={steps}, B={batch}, G*H={gate_width}, H_out={hidden_out} index "
+             f"{largest} elements, past the kernels' int32 offsets (2**31); split the batch or the sequence")
+
+
 def check_forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths):
     """The shapes of the op contract (rnnkernels/contract.py); returns (T, B, H, H_out)."""
     gates = CELL_GATES[cell]
@@ -30,6 +45,7 @@ def check_forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths):
     steps, batch, hidden = xg.shape[0], xg.shape[1], xg.shape[2] // gates
     hidden_out = w_hh.shape[1]
     _operand(w_hh, "w_hh", (gates * hidden, hidden_out), xg)
+    check_index_range(steps, batch, gates * hidden, hidden_out)
     if w_hr is not None:
         _require(cell == "lstm", f"{cell}: only lstm takes a projection w_hr")
         _operand(w_hr, "w_hr", (hidden_out, hidden), xg)

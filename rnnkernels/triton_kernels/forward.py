@@ -17,9 +17,13 @@ S = T + 1 when backward needs every state, else 2 (a ring). An ended row
 A step tile computes, for BLOCK_B rows and BLOCK_U units, all G gate rows of
 those units, so the pointwise update never leaves the program. The step
 kernel runs one tile per program and is launched once per step; the sequence
-kernel gives each program a block of rows and loops over all steps and unit
-tiles itself, with a CTA barrier between steps, so one launch runs the
-whole sequence and nothing waits on another program.
+kernel (small layers only: all of W_hh in one register tile) gives each
+program a block of rows and loops over all steps itself, with a CTA barrier
+between steps, so one launch runs the whole sequence and nothing waits on
+another program.
+
+Offsets are int32: the launcher refuses sizes whose buffers reach 2**31
+elements (checks.check_index_range).
 """
 
 import triton
@@ -72,24 +76,22 @@ def _gate_matmul(p_h, p_w, o_b, mask_b, o_u, mask_u, H, H_out,
 
 
 @triton.jit
-def _resident_weights(p_w, H, H_out, G: tl.constexpr, RESIDENT: tl.constexpr,
-                      BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr):
+def _resident_weights(p_w, H, H_out, G: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr):
     """Each gate's whole W_hh block, transposed to [BLOCK_K, BLOCK_U] (zeros where
-    the tile overhangs), or placeholders when not RESIDENT."""
-    if RESIDENT:
-        o_u = tl.arange(0, BLOCK_U)
-        o_k = tl.arange(0, BLOCK_K)
-        p_wt = p_w + o_u[None, :] * H_out + o_k[:, None]
-        mask = (o_k < H_out)[:, None] & (o_u < H)[None, :]
-        w0 = tl.load(p_wt, mask=mask, other=0.0)
-        w1, w2, w3 = w0, w0, w0
-        if G > 1:
-            w1 = tl.load(p_wt + H * H_out, mask=mask, other=0.0)
-            w2 = tl.load(p_wt + 2 * H * H_out, mask=mask, other=0.0)
-        if G > 3:
-            w3 = tl.load(p_wt + 3 * H * H_out, mask=mask, other=0.0)
-        return w0, w1, w2, w3
-    return 0, 0, 0, 0
+    the tile overhangs). One return of one type: the code generator rejects a
+    function that returns tensors on one path and placeholders on another."""
+    o_u = tl.arange(0, BLOCK_U)
+    o_k = tl.arange(0, BLOCK_K)
+    p_wt = p_w + o_u[None, :] * H_out + o_k[:, None]
+    mask = (o_k < H_out)[:, None] & (o_u < H)[None, :]
+    w0 = tl.load(p_wt, mask=mask, other=0.0)
+    w1, w2, w3 = w0, w0, w0
+    if G > 1:
+        w1 = tl.load(p_wt + H * H_out, mask=mask, other=0.0)
+        w2 = tl.load(p_wt + 2 * H * H_out, mask=mask, other=0.0)
+    if G > 3:
+        w3 = tl.load(p_wt + 3 * H * H_out, mask=mask, other=0.0)
+    return w0, w1, w2, w3
 
 
 @triton.jit
@@ -209,7 +211,9 @@ def forward_projection_tile(t, pid_b, pid_p, p_w_hr, p_lengths, p_hs, p_y, p_aux
     _store_rows(p_y + t * B * P, tl.where(active, h_out, 0.0), o_b, o_p, P, mask_b, mask_p)
 
 
-@triton.jit
+# t is not specialized: 0 (divisible by 16), 1 (a constant) and the rest would
+# compile three variants of every configuration.
+@triton.jit(do_not_specialize=["t"])
 def forward_step_kernel(t, p_xg, p_w, p_bhn, p_lengths, p_hs, p_cs, p_y, p_gates, p_aux,
                         B, H, H_out, S,
                         CELL: tl.constexpr, G: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_BHN: tl.constexpr,
@@ -222,7 +226,7 @@ def forward_step_kernel(t, p_xg, p_w, p_bhn, p_lengths, p_hs, p_cs, p_y, p_gates
                       BLOCK_B, BLOCK_U, BLOCK_K)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["t"])
 def forward_projection_step_kernel(t, p_w_hr, p_lengths, p_hs, p_y, p_aux, B, H, P, S,
                                    HAS_LENGTHS: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
                                    BLOCK_B: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_K: tl.constexpr):
@@ -231,29 +235,28 @@ def forward_projection_step_kernel(t, p_w_hr, p_lengths, p_hs, p_y, p_aux, B, H,
                             B, H, P, S, HAS_LENGTHS, ACC, PRECISION, BLOCK_B, BLOCK_P, BLOCK_K)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["T", "S"])
 def forward_sequence_kernel(T, p_xg, p_w, p_bhn, p_w_hr, p_lengths, p_hs, p_cs, p_y, p_gates, p_aux,
                             B, H, H_out, S,
                             CELL: tl.constexpr, G: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_BHN: tl.constexpr,
                             HAS_PROJ: tl.constexpr, SAVE: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
-                            RESIDENT: tl.constexpr,
                             BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr):
-    """All T steps for one block of rows; grid (row blocks,). The program owns
-    its rows' whole recurrence, so a CTA barrier orders the steps. RESIDENT
-    (one tile covers W_hh): the weights are loaded once and stay in registers
-    for the whole sequence."""
+    """All T steps for one block of rows; grid (row blocks,). One tile covers
+    W_hh (BLOCK_U >= H units, BLOCK_K >= H_out columns; the launcher takes
+    this path only then): the weights are loaded once and stay in registers for the whole
+    sequence. The program owns its rows' whole recurrence, so a CTA barrier
+    orders the steps. p_w_hr: W_hr [P, H] (HAS_PROJ), streamed per step."""
     pid_b = tl.program_id(0)
-    w0, w1, w2, w3 = _resident_weights(p_w, H, H_out, G, RESIDENT, BLOCK_U, BLOCK_K)
+    w0, w1, w2, w3 = _resident_weights(p_w, H, H_out, G, BLOCK_U, BLOCK_K)
     for t in range(T):
-        for pid_u in range(0, tl.cdiv(H, BLOCK_U)):
-            forward_cell_tile(t, pid_b, pid_u,
-                              p_xg, p_w, p_bhn, p_lengths, p_hs, p_cs, p_y, p_gates, p_aux, B, H, H_out, S,
-                              w0, w1, w2, w3,
-                              CELL, G, HAS_LENGTHS, HAS_BHN, HAS_PROJ, SAVE, ACC, PRECISION, RESIDENT,
-                              BLOCK_B, BLOCK_U, BLOCK_K)
+        forward_cell_tile(t, pid_b, 0,
+                          p_xg, p_w, p_bhn, p_lengths, p_hs, p_cs, p_y, p_gates, p_aux, B, H, H_out, S,
+                          w0, w1, w2, w3,
+                          CELL, G, HAS_LENGTHS, HAS_BHN, HAS_PROJ, SAVE, ACC, PRECISION, True,
+                          BLOCK_B, BLOCK_U, BLOCK_K)
         tl.debug_barrier()
         if HAS_PROJ:
-            for pid_p in range(0, tl.cdiv(H_out, BLOCK_U)):
-                forward_projection_tile(t, pid_b, pid_p, p_w_hr, p_lengths, p_hs, p_y, p_aux, B, H, H_out, S,
-                                        HAS_LENGTHS, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_K)
+            # outputs tiled by BLOCK_K (>= H_out), the reduction over units in one BLOCK_U (>= H)
+            forward_projection_tile(t, pid_b, 0, p_w_hr, p_lengths, p_hs, p_y, p_aux, B, H, H_out, S,
+                                    HAS_LENGTHS, ACC, PRECISION, BLOCK_B, BLOCK_K, BLOCK_U)
             tl.debug_barrier()

@@ -14,16 +14,17 @@ from ..contract import CELL_GATES
 from . import backward as bwd
 from . import checks
 from . import forward as fwd
+from .precision import rnn_fp32_precision
 
 CELL_CODES = {"lstm": fwd.LSTM, "gru": fwd.GRU, "rnn_tanh": fwd.RNN_TANH, "rnn_relu": fwd.RNN_RELU}
 PATHS = ("step", "sequence")
 
-# The sequence kernel gives each block of rows one program that streams all of
-# W_hh every step, so it wins only while W_hh is small enough to stay close to
-# one SM; beyond that the step kernels spread each step over the whole GPU.
-# Provisional until measured on a GPU (see benchmarks/); RNNKERNELS_TRITON_PATH
-# = step | sequence forces a path.
-SEQUENCE_MAX_WEIGHT_BYTES = 64 * 1024
+# The sequence kernel holds all of W_hh in one register tile for the whole
+# sequence (one program per block of rows, no launch per step): it exists only
+# for H, H_out <= SEQUENCE_MAX_WIDTH. Larger layers take the step path (until
+# the persistent kernels land); a W_hh streamed from L2 by one program spilled
+# and ran on one SM. RNNKERNELS_TRITON_PATH = step | sequence forces a path.
+SEQUENCE_MAX_WIDTH = 64
 
 
 def is_interpreted():
@@ -34,23 +35,42 @@ def is_interpreted():
 
 
 def choose_path(cell, batch, hidden, hidden_out, dtype):
+    """'sequence' or 'step' for a layer of these sizes (pure: no launch, no sync)."""
+    fits = max(hidden, hidden_out) <= SEQUENCE_MAX_WIDTH
     forced = os.environ.get("RNNKERNELS_TRITON_PATH", "")
     if forced:
         if forced not in PATHS:
             raise ValueError(f"RNNKERNELS_TRITON_PATH must be one of {', '.join(PATHS)}, got {forced!r}")
+        if forced == "sequence" and not fits:
+            raise ValueError(f"RNNKERNELS_TRITON_PATH=sequence needs hidden and output sizes <= "
+                             f"{SEQUENCE_MAX_WIDTH} (W_hh in one tile), got {hidden} and {hidden_out}")
         return forced
-    weight_bytes = CELL_GATES[cell] * hidden * hidden_out * dtype.itemsize
-    return "sequence" if weight_bytes <= SEQUENCE_MAX_WEIGHT_BYTES else "step"
+    return "sequence" if fits else "step"
 
 
-# The largest tile edge; None picks 32 for the step kernels on a GPU (a
-# step's grid stays wide at small batch), and 64 for the sequence kernel and
-# under the interpreter (fewer of its slow programs). Tests lower it to 16 to
-# make small sizes span several tiles.
+# The largest tile edge of the step kernels; None picks 32 on a GPU (a step's
+# grid stays wide at small batch) and 64 under the interpreter (fewer of its
+# slow programs). Tests lower it to 16 to make small sizes span several tiles.
 MAX_BLOCK = None
-# The sequence kernel with W_hh in registers uses more warps, so that each
-# thread holds a share of the weights small enough not to spill.
-RESIDENT_NUM_WARPS = 8
+# The sequence kernel's unit tile covers W_hh, held in registers; 16 rows per
+# program (tl.dot's minimum) keep each thread's share from spilling (64 rows
+# spilled 2 KB per thread at H = 64, compiled for sm_90), and more programs
+# spread a batch over more SMs.
+SEQUENCE_BLOCK_B = 16
+# Warps per launch where 4 (triton's default) is not what the compile gate
+# (tests/test_gpu_compile.py) found spill-free under both triton 3.6 and 3.9
+# for sm_90. The sequence kernels hold W_hh in registers: the backward (W in
+# fp32) needs 16 warps, the forward 8, except with a projection and H <= 32,
+# where ptxas spilled 8 bytes of addresses at 8 warps (and capped registers
+# at 128) but not at 4. The projection step kernel spilled 48 bytes in fp64
+# at 4 warps, none at 8.
+PROJECTION_STEP_NUM_WARPS = 8
+
+
+def _sequence_num_warps(backward, block_u, has_projection):
+    if backward:
+        return 16
+    return 4 if has_projection and block_u <= 32 else 8
 
 
 def _block(n, largest):
@@ -59,21 +79,19 @@ def _block(n, largest):
 
 
 def _tiles(batch, hidden, hidden_out, path):
-    """(BLOCK_B, BLOCK_U, BLOCK_K, resident): rows, units (and projection outputs),
-    reduction; resident when the sequence kernel can hold all of W_hh in one tile."""
-    largest = MAX_BLOCK or (64 if is_interpreted() or path == "sequence" else 32)
+    """(BLOCK_B, BLOCK_U, BLOCK_K): rows, units (and projection outputs), reduction."""
+    if path == "sequence":  # one tile each: units, and h's columns (H_out)
+        return SEQUENCE_BLOCK_B, _block(hidden, SEQUENCE_MAX_WIDTH), _block(hidden_out, SEQUENCE_MAX_WIDTH)
+    largest = MAX_BLOCK or (64 if is_interpreted() else 32)
     width = _block(max(hidden, hidden_out), largest)
-    resident = path == "sequence" and width >= max(hidden, hidden_out)
-    return _block(batch, largest), width, width, resident
+    return _block(batch, largest), width, width
 
 
 def _numerics(dtype):
     """(accumulator type, tl.dot input precision) for input dtype."""
     if dtype == torch.float64:
         return tl.float64, "ieee"
-    # float32 runs on tensor cores (tf32) only when torch's matmul settings allow it
-    tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
-    return tl.float32, "tf32" if tf32 else "ieee"
+    return tl.float32, rnn_fp32_precision() if dtype == torch.float32 else "ieee"
 
 
 def acc_dtype(dtype):
@@ -109,7 +127,7 @@ def forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, save):
     flags = dict(CELL=CELL_CODES[cell], G=g, HAS_LENGTHS=lengths is not None, HAS_BHN=b_hn is not None,
                  HAS_PROJ=w_hr is not None, SAVE=save, ACC=acc_tl, PRECISION=precision)
     path = choose_path(cell, batch, hidden, hidden_out, dtype)
-    block_b, block_u, block_k, resident = _tiles(batch, hidden, hidden_out, path)
+    block_b, block_u, block_k = _tiles(batch, hidden, hidden_out, path)
     tiles = dict(BLOCK_B=block_b, BLOCK_U=block_u, BLOCK_K=block_k)
     pointers = (xg, w_hh, dummy if b_hn is None else b_hn.contiguous(),
                 dummy if lengths is None else lengths, hs, cs if cell == "lstm" else dummy, y,
@@ -118,17 +136,19 @@ def forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, save):
     if path == "sequence":  # steps >= 1: check_forward refuses empty sequences
         fwd.forward_sequence_kernel[(rows,)](
             steps, *pointers[:3], dummy if w_hr is None else w_hr, *pointers[3:],
-            batch, hidden, hidden_out, slots, **flags, RESIDENT=resident, **tiles,
-            num_warps=RESIDENT_NUM_WARPS if resident else 4)
+            batch, hidden, hidden_out, slots, **flags, **tiles,
+            num_warps=_sequence_num_warps(False, block_u, w_hr is not None))
     else:
+        cell_grid = (rows, triton.cdiv(hidden, block_u))
+        projection_grid = (rows, triton.cdiv(hidden_out, block_u))
         for t in range(steps):
-            fwd.forward_step_kernel[(rows, triton.cdiv(hidden, block_u))](
+            fwd.forward_step_kernel[cell_grid](
                 t, *pointers, batch, hidden, hidden_out, slots, **flags, **tiles)
             if w_hr is not None:
-                fwd.forward_projection_step_kernel[(rows, triton.cdiv(hidden_out, block_u))](
+                fwd.forward_projection_step_kernel[projection_grid](
                     t, w_hr, pointers[3], hs, y, aux, batch, hidden, hidden_out, slots,
                     HAS_LENGTHS=lengths is not None, ACC=acc_tl, PRECISION=precision,
-                    BLOCK_B=block_b, BLOCK_P=block_u, BLOCK_K=block_k)
+                    BLOCK_B=block_b, BLOCK_P=block_u, BLOCK_K=block_k, num_warps=PROJECTION_STEP_NUM_WARPS)
     h_n = hs[steps % slots].clone()
     c_n = cs[steps % slots].to(dtype, copy=True) if cell == "lstm" else xg.new_empty((0,))
     return y, h_n, c_n, hs, cs, gates, aux
@@ -157,7 +177,7 @@ def backward(cell, tbptt, w_hh, w_hr, lengths, hs, cs, gates, aux, dy, dh_n, dc_
     lengths_arg = dummy if lengths is None else lengths
     flags = dict(HAS_LENGTHS=lengths is not None, ACC=acc_tl, PRECISION=precision)
     path = choose_path(cell, batch, hidden, hidden_out, dtype)
-    block_b, block_u, block_k, resident = _tiles(batch, hidden, hidden_out, path)
+    block_b, block_u, block_k = _tiles(batch, hidden, hidden_out, path)
     tiles = dict(BLOCK_B=block_b, BLOCK_U=block_u, BLOCK_K=block_k)
     rows = triton.cdiv(batch, block_b)
     if path == "sequence":
@@ -165,22 +185,24 @@ def backward(cell, tbptt, w_hh, w_hr, lengths, hs, cs, gates, aux, dy, dh_n, dc_
             steps, cut, w_hh, dummy if w_hr is None else w_hr.contiguous(), lengths_arg, dy, hs,
             cs if cell == "lstm" else dummy, gates, aux if aux.numel() else dummy,
             d_gates, d_n, d_ht, carry, d_c, direct, batch, hidden, hidden_out,
-            CELL=CELL_CODES[cell], G=g, HAS_PROJ=w_hr is not None, **flags, RESIDENT=resident, **tiles,
-            num_warps=RESIDENT_NUM_WARPS if resident else 4)
+            CELL=CELL_CODES[cell], G=g, HAS_PROJ=w_hr is not None, **flags, **tiles,
+            num_warps=_sequence_num_warps(True, block_u, w_hr is not None))
     elif w_hr is None:
+        cell_grid = (rows, triton.cdiv(hidden, block_u))
         for t in range(steps - 1, -2, -1):
-            bwd.backward_step_kernel[(rows, triton.cdiv(hidden, block_u))](
+            bwd.backward_step_kernel[cell_grid](
                 t, steps, cut, w_hh, lengths_arg, dy, hs, cs if cell == "lstm" else dummy, gates,
                 aux if aux.numel() else dummy, d_gates, d_n, carry, d_c, direct, batch, hidden,
                 CELL=CELL_CODES[cell], G=g, **flags, **tiles)
     else:
         w_hr = w_hr.contiguous()
+        carry_grid, cell_grid = (rows, triton.cdiv(hidden_out, block_u)), (rows, triton.cdiv(hidden, block_u))
         for t in range(steps - 1, -2, -1):
-            bwd.backward_projection_carry_step_kernel[(rows, triton.cdiv(hidden_out, block_u))](
+            bwd.backward_projection_carry_step_kernel[carry_grid](
                 t, steps, cut, w_hh, lengths_arg, dy, d_gates, d_ht, carry, batch, hidden, hidden_out,
                 **flags, BLOCK_B=block_b, BLOCK_P=block_u, BLOCK_K=block_k)
             if t >= 0:
-                bwd.backward_projection_cell_step_kernel[(rows, triton.cdiv(hidden, block_u))](
+                bwd.backward_projection_cell_step_kernel[cell_grid](
                     t, cut, w_hr, lengths_arg, cs, gates, d_gates, d_ht, d_c, batch, hidden, hidden_out,
                     **flags, **tiles)
     # dW_hh = sum_t dG_t^T h_{t-1}: one matmul over all steps, in ACC

@@ -1,0 +1,237 @@
+"""The GPU compile gate, on a machine without a GPU: the Triton kernels as the
+launchers really launch them, compiled for sm_90 and sm_80 under triton 3.9
+(this environment's) and triton 3.6 (the GPU machines'), must compile, must
+not spill, and must fit the device's shared memory.
+
+What is recorded (rnnkernels/triton_kernels/record.py: the launchers run on
+CPU tensors with the GPU's tile choices and every launch recorded, nothing
+run): every cell (lstm, lstm+proj, gru, rnn_tanh, rnn_relu) x float32 (TF32
+and IEEE), bfloat16, float16 (float64 at two sizes) x (B, H) in SHAPES x
+every path choose_path returns or can be forced to x lengths or not x
+saving for backward or not, forward and backward.
+
+What is compiled by default: a greedy cover of the distinct launches
+(`_sample`): every kernel in every dtype and fp32 precision, with every cell,
+every tile it is launched with (the sequence kernels: with every cell), and
+each optional input on, the largest tiles first. The sequence (register-resident W_hh) kernels of every cell are
+among them, so the audit's failures (RESIDENT at H <= 64: "Return type
+mismatch"; lstm+proj backward_sequence_kernel at B = 64: spills) are always
+compiled. sm_90 for all of them, sm_80 for one launch of each kernel.
+`-m slow` compiles every recorded launch for both.
+
+A spill is STACK or LOCAL in `cuobjdump --dump-resource-usage` or LDL/STL in
+the SASS. triton 3.9 and 3.6 run at once, one process each; compiled kernels
+stay in RNNKERNELS_CACHE (default ~/.cache/rnnkernels)/triton-gate between
+runs, and triton 3.6 is pip-installed there on first use (the 3.6 half skips,
+saying why, where that fails). tests/gate_faults.py holds a deliberate
+compile error and spill that the gate must report.
+"""
+
+import json
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("triton", reason="triton is not installed")
+
+from rnnkernels.triton_kernels import compile_gate, launch, record  # noqa: E402
+
+CELLS = [("lstm", None), ("lstm", "proj"), ("gru", None), ("rnn_tanh", None), ("rnn_relu", None)]
+# B = 1 and multiples of 16 are specialized; H <= 64 takes the sequence path;
+# B = 64 gives the sequence kernel its largest row tile.
+SHAPES = [(1, 18), (3, 64), (64, 32), (64, 64), (16, 768), (64, 1024)]
+STEPS = 3
+# Optional inputs (constexpr flags); sampled on, where they add code.
+FLAGS = ("HAS_LENGTHS", "SAVE", "HAS_BHN")
+CACHE_DIR = os.path.join(compile_gate.CACHE_ROOT, "triton-gate")
+RESULTS_FILE = os.path.join(compile_gate.CACHE_ROOT, "triton-gate-results.json")
+
+
+def _precisions(dtype):
+    return ("tf32", "ieee") if dtype == torch.float32 else (None,)
+
+
+def _cases():
+    for cell, proj in CELLS:
+        for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
+            shapes = SHAPES if dtype != torch.float64 else [(3, 64), (16, 768)]
+            for batch, hidden in shapes:
+                p = None if proj is None else (16 if hidden <= 64 else 256)
+                for precision in _precisions(dtype):
+                    yield cell, p, dtype, batch, hidden, precision
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    """(specs in recording order, {case: set of paths recorded}, {case: paths the rule returns})."""
+    saved_env = os.environ.pop("RNNKERNELS_TRITON_PATH", None)
+    saved_precision = torch.backends.cudnn.rnn.fp32_precision
+    recorded_paths, rule_paths = {}, {}
+    try:
+        with record.recording() as rec:
+            for cell, proj, dtype, batch, hidden, precision in _cases():
+                case = (cell, proj, str(dtype), batch, hidden, precision)
+                if precision is not None:
+                    torch.backends.cudnn.rnn.fp32_precision = precision
+                rule = launch.choose_path(cell, batch, hidden, proj or hidden, dtype)
+                rule_paths[case] = {rule}
+                for path in launch.PATHS:
+                    os.environ["RNNKERNELS_TRITON_PATH"] = path
+                    try:
+                        launch.choose_path(cell, batch, hidden, proj or hidden, dtype)
+                    except ValueError:  # a path this shape cannot be forced to
+                        del os.environ["RNNKERNELS_TRITON_PATH"]
+                        continue
+                    for lengths in (False, True):
+                        for save in (False, True):
+                            rec.launched.clear()
+                            record.record_case(cell, dtype, STEPS, batch, hidden, proj=proj, lengths=lengths,
+                                               save=save, tbptt=2 if lengths else None)
+                            if "forward_sequence_kernel" in rec.launched:
+                                recorded_paths.setdefault(case, set()).add("sequence")
+                            if "forward_step_kernel" in rec.launched:
+                                recorded_paths.setdefault(case, set()).add("step")
+                    del os.environ["RNNKERNELS_TRITON_PATH"]
+    finally:
+        os.environ.pop("RNNKERNELS_TRITON_PATH", None)
+        if saved_env is not None:
+            os.environ["RNNKERNELS_TRITON_PATH"] = saved_env
+        torch.backends.cudnn.rnn.fp32_precision = saved_precision
+    return list(rec.specs.values()), recorded_paths, rule_paths
+
+
+def _tensor_dtype(spec):
+    return next(a["tensor"] for a in spec["args"] if isinstance(a, dict) and "tensor" in a)
+
+
+def _tile(spec):
+    o = spec["options"]
+    return o.get("BLOCK_B"), o.get("BLOCK_U", o.get("BLOCK_P")), o.get("BLOCK_K"), o.get("num_warps", 4)
+
+
+def _features(spec):
+    """What a compile of spec checks: its kernel with its dtype and precision,
+    with its cell, with its tile, with each optional input on."""
+    k, o = spec["kernel"], spec["options"]
+    features = {(k, _tensor_dtype(spec), o.get("PRECISION")), (k, o.get("CELL"), o.get("HAS_PROJ")),
+                (k, _tile(spec))}
+    if k.endswith("sequence_kernel"):  # W_hh in registers: what it costs grows with gates x tile
+        features.add((k, o.get("CELL"), o.get("HAS_PROJ"), _tile(spec)))
+    return features | {(k, flag) for flag in FLAGS if o.get(flag) is True}
+
+
+def _sample(specs):
+    """(specs to compile, with "archs" set): a greedy cover of every spec's
+    features, each time the launch that adds most of them, the largest tile
+    with the most optional inputs on among equals (the most registers). sm_80
+    for the first launch of each kernel."""
+    def weight(spec):
+        b, u, k, _ = _tile(spec)
+        return (b or 0) * (u or 0) * (k or 0), sum(spec["options"].get(flag) is True for flag in FLAGS)
+
+    candidates = [(spec, _features(spec)) for spec in specs]
+    chosen, seen = [], set()
+    while True:
+        spec, features = max(candidates, key=lambda c: (len(c[1] - seen), weight(c[0])))
+        if not features - seen:
+            return chosen
+        first = not any(c["kernel"] == spec["kernel"] for c in chosen)
+        chosen.append(dict(spec, archs=[90, 80] if first else [90]))
+        seen |= features
+
+
+def _compile(specs):
+    jobs = {"triton-3.9": ("here", specs, [90]), "triton-3.6": ("3.6", specs, [90])}
+    outcome = compile_gate.compile_all(jobs, CACHE_DIR)
+    with open(RESULTS_FILE, "w") as f:
+        json.dump({"specs": specs, "results": outcome}, f, indent=1)
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def gate(recorded):
+    specs = _sample(recorded[0])
+    return specs, _compile(specs)
+
+
+def test_every_path_the_rule_returns_was_recorded(recorded):
+    _, recorded_paths, rule_paths = recorded
+    missing = {case: rule - recorded_paths.get(case, set()) for case, rule in rule_paths.items()
+               if rule - recorded_paths.get(case, set())}
+    assert not missing, f"paths the rule returns but no launch recorded: {missing}"
+    assert {p for paths in recorded_paths.values() for p in paths} == set(launch.PATHS)
+
+
+def test_sample_holds_the_audits_failing_cases(gate):
+    specs, _ = gate
+    resident = {(s["kernel"], s["options"]["CELL"], s["options"]["HAS_PROJ"]) for s in specs
+                if s["kernel"].endswith("sequence_kernel")}
+    for kernel in ("forward_sequence_kernel", "backward_sequence_kernel"):
+        for code, proj in [(0, False), (0, True), (1, False), (2, False), (3, False)]:
+            assert (kernel, code, proj) in resident, f"{kernel} CELL={code} HAS_PROJ={proj} not sampled"
+    # the audit's spill: lstm+proj backward_sequence_kernel at B = 64 (BLOCK_B was 64 then)
+    block_b = launch._tiles(64, 64, 16, "sequence")[0]
+    assert any(s["kernel"] == "backward_sequence_kernel" and s["options"]["HAS_PROJ"]
+               and s["options"]["BLOCK_B"] == block_b for s in specs), "lstm+proj backward_sequence_kernel, B=64"
+    assert any(80 in s["archs"] for s in specs) and all(90 in s["archs"] for s in specs)
+
+
+@pytest.mark.parametrize("job", ["triton-3.9", "triton-3.6"])
+def test_kernels_compile_without_spills_within_shared_memory(gate, job):
+    specs, outcome = gate
+    results = outcome[job]
+    if isinstance(results, str) and job == "triton-3.6" and "could not install" in results:
+        pytest.skip(f"{job}: {results}")
+    assert not isinstance(results, str), f"{job}: {results}"
+    assert len(results) == sum(len(s["archs"]) for s in specs), f"{job}: not every compile reported"
+    found = compile_gate.findings(specs, results)
+    assert not found, f"{job}: {len(found)} findings (all results in {RESULTS_FILE}):\n" + "\n".join(found)
+
+
+def _fault(kernel, options):
+    pointer = {"tensor": "float32", "align16": True}
+    return {"module": "tests/gate_faults.py", "kernel": kernel, "args": [pointer, pointer], "options": options,
+            "grid": [1], "archs": [90]}
+
+
+def test_gate_reports_planted_faults():
+    """A compile error (the RESIDENT bug's two return types) and a spill."""
+    specs = [_fault("return_type_mismatch_kernel", {"FLAG": True}),
+             _fault("spilling_kernel", {"BLOCK": 8192, "num_warps": 1})]
+    results = compile_gate.compile_all({"faults": ("here", specs, [90])}, CACHE_DIR)["faults"]
+    assert not isinstance(results, str), results
+    found = compile_gate.findings(specs, results)
+    assert len(found) == 2, found
+    assert "Return type mismatch" in found[0], found[0]
+    assert "spills" in found[1] and "LDL/STL" in found[1], found[1]
+
+
+@pytest.mark.slow
+def test_every_recorded_launch_compiles(recorded):
+    specs = [dict(s, archs=[90, 80]) for s in recorded[0]]
+    outcome = _compile(specs)
+    for job, results in outcome.items():
+        assert not isinstance(results, str), f"{job}: {results}"
+        found = compile_gate.findings(specs, results)
+        assert not found, f"{job}: {len(found)} findings:\n" + "\n".join(found)
+
+
+def test_cache_warm_up_fills_a_cache_that_then_hits(tmp_path):
+    """scripts/warm_triton_cache.py (the GPU script's first stage), on two
+    launches under this environment's triton: the first run compiles into
+    the cache, the second finds both there."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "warm_triton_cache.py")
+    summaries = []
+    for run in range(2):
+        summary = tmp_path / f"summary{run}.json"
+        done = subprocess.run([sys.executable, script, "--cache", str(tmp_path / "cache"), "--triton", "here",
+                               "--anchors-only", "--limit", "2", "--summary", str(summary)],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout + done.stderr
+        summaries.append(json.loads(summary.read_text()))
+    assert [(s["specs"], s["misses"], s["hits"]) for s in summaries] == [(2, 2, 0), (2, 0, 2)], summaries
+    assert not summaries[0]["findings"] and not summaries[0]["failures"], summaries[0]
