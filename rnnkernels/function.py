@@ -85,7 +85,12 @@ class TransformableRecurrenceFunction(RecurrenceFunction):
         run = _reference_on(ctx.cell, inputs, present, ctx.lengths, None)
         tangent_in = tuple(torch.zeros_like(inputs[i]) if tangents[i] is None else tangents[i]
                            for i in present)
-        _, out_tangents = torch.func.jvp(run, tuple(inputs[i] for i in present), tangent_in)
+        primals = tuple(inputs[i] for i in present)
+        if torch._C._are_functorch_transforms_active():
+            _, out_tangents = torch.func.jvp(run, primals, tangent_in)
+        else:  # torch.autograd.forward_ad: no second dual level may open, so the
+            # jvp is the vjp of the (linear) vjp: d/du <vjp(u), tangent>
+            out_tangents = _jvp_by_double_vjp(run, primals, tangent_in)
         dy, dh_n, dc_n = (*out_tangents, None)[:3]
         return (dy, dh_n, dc_n) + (None,) * ctx.backend_saved
 
@@ -108,6 +113,15 @@ class TransformableRecurrenceFunction(RecurrenceFunction):
         y, h_n, c_n = (None if outputs[0][i] is None else torch.stack([o[i] for o in outputs])
                        for i in range(3))
         return (y, h_n, c_n), (0, 0, None if c_n is None else 0)
+
+
+def _jvp_by_double_vjp(run, primals, tangents):
+    """The jvp of `run` at `primals` along `tangents` without forward-mode AD:
+    u -> vjp(u) is linear, and the vjp of that map along the tangents is the jvp."""
+    outputs, vjp = torch.func.vjp(run, *primals)
+    zeros = tuple(torch.zeros_like(o) for o in outputs)
+    _, vjp_of_vjp = torch.func.vjp(vjp, zeros)
+    return vjp_of_vjp(tangents)[0]
 
 
 def _vmap_into_batch(static, named, dims, size):

@@ -114,3 +114,19 @@ def test_vmap_forward(mapped, backend):
         actual = vmap(with_weight, in_dims=(0, None))(stacked, ours)
         expected = torch.stack([with_weight(w, theirs) for w in stacked])
     assert_close("vmapped output", actual, expected)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward_ad_dual_tensors_match_torch_nn(kind, backend):
+    """torch.autograd.forward_ad (no torch.func transform active): the jvp rule
+    may not open a second dual level, and still gives torch.nn's tangent."""
+    import torch.autograd.forward_ad as fwAD
+
+    theirs, ours = make_twins(kind, 3, 4, 1, backend=backend)
+    x = torch.randn(3, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    tangent = torch.sin(x + 1)
+    results = []
+    for module in (theirs, ours):
+        with fwAD.dual_level():
+            results.append(fwAD.unpack_dual(module(fwAD.make_dual(x, tangent))[0]).tangent)
+    assert_close("output tangent", results[1], results[0])
