@@ -11,7 +11,8 @@ from .backends import BACKEND_NAMES, BackendUnavailableError, backend_implementa
 from .cli_support import CommandError
 
 # Modules with an `add_command(subparsers)`, in the order `--help` lists them.
-COMMAND_MODULES = ("rnnkernels.charlm.cli", "rnnkernels.bench.cli", "rnnkernels.demo")
+COMMAND_MODULES = ("rnnkernels.charlm.cli", "rnnkernels.bench.cli", "rnnkernels.bench.handoff_table",
+                   "rnnkernels.demo")
 
 
 def _backends(_args):

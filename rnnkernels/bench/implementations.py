@@ -1,5 +1,7 @@
 """What a case compares: torch.nn (the baseline), every rnnkernels backend in
-BACKEND_NAMES that runs here, and torch.compile of the reference backend.
+BACKEND_NAMES that runs here, torch.compile of the reference backend, and
+(when asked for) `auto`, which runs whichever backend auto picks, or hands
+the layer to torch.nn where a measured table says so (rnnkernels/handoff.py).
 
 Backends are discovered, not listed: a backend added to BACKEND_NAMES shows
 up in the suite, and is skipped with its own reason where it cannot run the
@@ -15,10 +17,11 @@ from .suite import DTYPES
 
 BASELINE = "torch.nn"
 COMPILED = "reference-compiled"  # torch.compile of an rnnkernels module on the reference backend
+AUTO = "auto"  # an rnnkernels module left on backend="auto", as users run it
 
 
 def all_names():
-    return (BASELINE,) + BACKEND_NAMES + (COMPILED,)
+    return (BASELINE,) + BACKEND_NAMES + (AUTO, COMPILED)
 
 
 def baseline_description(device):
@@ -37,7 +40,7 @@ def baseline_short_name(device):
 def skip_reason(name, case, device, requested):
     """Why `name` does not run `case` on `device` here, or None. `requested`:
     the user named it with --impl (which overrides the suite's own choices)."""
-    if name == BASELINE:
+    if name in (BASELINE, AUTO):
         return None
     backend = "reference" if name == COMPILED else name
     reason = unavailable_reason(backend)

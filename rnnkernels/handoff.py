@@ -1,0 +1,139 @@
+"""Where `auto` hands a whole layer to torch.nn's own implementation (cuDNN on
+a GPU, oneDNN/ATen on a CPU): from measured tables, never from a guess.
+
+A table (rnnkernels/handoff_tables/*.json, written by
+`python -m rnnkernels handoff-table BENCH.json ...` from the benchmark suite's
+JSON files) holds, for one device - a GPU model, or a CPU model at one thread
+count - the median times the suite measured for torch.nn and for each
+rnnkernels backend, case by case. Before a layer runs, `auto` looks up the
+measured case nearest to it: the same cell, dtype, mode (inference or
+training), layer count, directions, packing and projection, and within 2x in
+batch, hidden size and steps. Where the backend `auto` picks was slower than
+torch.nn there, the layer runs torch.nn's forward instead, so `auto` is not
+slower than torch.nn anywhere a table covers. Where nothing was measured near,
+rnnkernels' own kernels run, on the path each backend's rule picks.
+
+Only calls torch.nn can run the same way are handed over: backend 'auto', no
+tbptt (torch.nn cannot cut the gradient inside one call), no torch.func
+transform active (torch.nn's layers do not vmap), not while torch.compile
+traces (the compiled graph keeps rnnkernels' ops). A handed-over call is
+torch.nn's own: last_backend and last_path say 'torch.nn', and it has
+torch.nn's limits (cuDNN has no double backward; the CPU LSTM refuses in-place
+changes to its outputs).
+
+RNNKERNELS_HANDOFF_TABLES names another folder of tables; 'off' turns the
+hand-over off.
+"""
+
+import functools
+import json
+import math
+import os
+import pathlib
+import platform
+
+import torch
+
+BASELINE = "torch.nn"  # the benchmark suite's name for torch.nn's implementation
+TABLE_FORMAT = 1
+TABLE_DIR = pathlib.Path(__file__).with_name("handoff_tables")
+# A measured case stands for calls within this factor in batch, hidden size and steps.
+REACH = 2.0
+_DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.float64: "fp64"}
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_name():
+    """The CPU model as /proc/cpuinfo names it (the benchmark suite's device name on a CPU)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def device_name(device):
+    """The name tables are keyed by: the GPU's, or the CPU model's."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+
+
+def table_folder():
+    """The folder tables are read from, or None when the hand-over is off."""
+    setting = os.environ.get("RNNKERNELS_HANDOFF_TABLES", "")
+    if setting.lower() == "off":
+        return None
+    return setting or str(TABLE_DIR)
+
+
+def _case_key(cell, dtype, mode, layers, bidirectional, packed, projected):
+    return (cell, dtype, mode, int(layers), bool(bidirectional), bool(packed), bool(projected))
+
+
+def _device_key(device_type, device, threads):
+    return (device_type, device, threads if device_type == "cpu" else None)
+
+
+@functools.lru_cache(maxsize=8)
+def _load(folder):
+    """{device key: {case key: [(log2 B, log2 H, log2 T, {impl: median ms})]}} of every table in folder."""
+    index = {}
+    for path in sorted(pathlib.Path(folder).glob("*.json")):
+        table = json.loads(path.read_text())
+        if table.get("format") != TABLE_FORMAT:
+            raise ValueError(f"{path}: not a hand-off table of format {TABLE_FORMAT}")
+        cases = index.setdefault(_device_key(table["device_type"], table["device"], table.get("cpu_threads")), {})
+        for case in table["cases"]:
+            key = _case_key(case["cell"], case["dtype"], case["mode"], case["layers"], case["bidirectional"],
+                            case["packed"], case["proj_size"] > 0)
+            point = (math.log2(case["batch"]), math.log2(case["hidden_size"]), math.log2(case["seq_len"]))
+            cases.setdefault(key, []).append((*point, case["median_ms"]))
+    return index
+
+
+@torch.compiler.assume_constant_result
+def torch_is_faster(device_type, device, threads, backend, cell, dtype, training, layers, bidirectional,
+                    packed, projected, batch, hidden, steps):
+    """Whether the nearest measured case (see the module docstring) ran torch.nn
+    faster than `backend`; False where no table covers the call."""
+    return _torch_is_faster(table_folder(), device_type, device, threads, backend, cell, dtype,
+                            "fwd+bwd" if training else "fwd", layers, bidirectional, packed, projected,
+                            batch, hidden, steps)
+
+
+@functools.lru_cache(maxsize=4096)
+def _torch_is_faster(folder, device_type, device, threads, backend, cell, dtype, mode, layers, bidirectional,
+                     packed, projected, batch, hidden, steps):
+    if folder is None or min(batch, hidden, steps) < 1:
+        return False
+    cases = _load(folder).get(_device_key(device_type, device, threads), {})
+    points = cases.get(_case_key(cell, dtype, mode, layers, bidirectional, packed, projected), ())
+    here = (math.log2(batch), math.log2(hidden), math.log2(steps))
+    reach = math.log2(REACH)
+    best = None
+    for *point, times in points:
+        distance = max(abs(a - b) for a, b in zip(point, here))
+        if distance <= reach and backend in times and BASELINE in times and (best is None or distance < best[0]):
+            best = (distance, times)
+    return best is not None and best[1][BASELINE] < best[1][backend]
+
+
+def call_shape(input, batch_first):
+    """(steps, batch) of a recurrent layer's input, or None when it is malformed
+    (the layer's own checks then raise torch.nn's error)."""
+    if isinstance(input, torch.nn.utils.rnn.PackedSequence):
+        sizes = input.batch_sizes
+        return (sizes.numel(), int(sizes[0])) if sizes.dim() == 1 and sizes.numel() else None
+    if not isinstance(input, torch.Tensor):
+        return None
+    if input.dim() == 2:
+        return input.shape[0], 1
+    if input.dim() == 3:
+        return (input.shape[1], input.shape[0]) if batch_first else (input.shape[0], input.shape[1])
+    return None
+
+
+def dtype_name(dtype):
+    return _DTYPE_NAMES.get(dtype)
