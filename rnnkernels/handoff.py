@@ -35,6 +35,7 @@ import platform
 import torch
 
 BASELINE = "torch.nn"  # the benchmark suite's name for torch.nn's implementation
+PATH_SEPARATOR = ":"  # the suite's 'backend:path', a backend with one kernel path forced
 TABLE_FORMAT = 1
 TABLE_DIR = pathlib.Path(__file__).with_name("handoff_tables")
 # A measured case stands for calls within this factor in batch, hidden size and steps.
@@ -97,27 +98,44 @@ def _load(folder):
 def torch_is_faster(device_type, device, threads, backend, cell, dtype, training, layers, bidirectional,
                     packed, projected, batch, hidden, steps):
     """Whether the nearest measured case (see the module docstring) ran torch.nn
-    faster than `backend`; False where no table covers the call."""
-    return _torch_is_faster(table_folder(), device_type, device, threads, backend, cell, dtype,
-                            "fwd+bwd" if training else "fwd", layers, bidirectional, packed, projected,
-                            batch, hidden, steps)
+    faster than `backend` (on the fastest of its measured paths, which the
+    backend then takes: fastest_path); False where no table covers the call."""
+    times = _nearest_times(table_folder(), device_type, device, threads, cell, dtype,
+                           "fwd+bwd" if training else "fwd", layers, bidirectional, packed, projected,
+                           batch, hidden, steps)
+    ours = [ms for impl, ms in (times or {}).items() if impl.split(PATH_SEPARATOR)[0] == backend]
+    return bool(ours) and BASELINE in times and times[BASELINE] < min(ours)
+
+
+@torch.compiler.assume_constant_result
+def fastest_path(device_type, device, threads, backend, cell, dtype, training, layers, bidirectional,
+                 packed, projected, batch, hidden, steps):
+    """The kernel path of `backend` that ran the nearest measured case fastest
+    (the suite's 'backend:path' implementations), or None where no table
+    measured its paths: the backend's own rule decides then."""
+    times = _nearest_times(table_folder(), device_type, device, threads, cell, dtype,
+                           "fwd+bwd" if training else "fwd", layers, bidirectional, packed, projected,
+                           batch, hidden, steps)
+    paths = {impl.split(PATH_SEPARATOR)[1]: ms for impl, ms in (times or {}).items()
+             if impl.startswith(backend + PATH_SEPARATOR)}
+    return min(paths, key=paths.get) if paths else None
 
 
 @functools.lru_cache(maxsize=4096)
-def _torch_is_faster(folder, device_type, device, threads, backend, cell, dtype, mode, layers, bidirectional,
-                     packed, projected, batch, hidden, steps):
+def _nearest_times(folder, device_type, device, threads, cell, dtype, mode, layers, bidirectional, packed,
+                   projected, batch, hidden, steps):
+    """{implementation: median ms} of the nearest measured case within REACH, or None."""
     if folder is None or min(batch, hidden, steps) < 1:
-        return False
+        return None
     cases = _load(folder).get(_device_key(device_type, device, threads), {})
     points = cases.get(_case_key(cell, dtype, mode, layers, bidirectional, packed, projected), ())
     here = (math.log2(batch), math.log2(hidden), math.log2(steps))
-    reach = math.log2(REACH)
     best = None
     for *point, times in points:
         distance = max(abs(a - b) for a, b in zip(point, here))
-        if distance <= reach and backend in times and BASELINE in times and (best is None or distance < best[0]):
+        if distance <= math.log2(REACH) and (best is None or distance < best[0]):
             best = (distance, times)
-    return best is not None and best[1][BASELINE] < best[1][backend]
+    return None if best is None else best[1]
 
 
 def call_shape(input, batch_first):

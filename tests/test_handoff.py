@@ -195,3 +195,29 @@ def test_committed_tables_load_and_trace_back_to_committed_runs():
         for source in table["sources"]:
             assert (results / source["file"]).exists(), f"{path.name}: {source['file']} is not committed"
     handoff._load(str(handoff.TABLE_DIR))
+
+
+def _lookup(function, backend, **overrides):
+    query = dict(device_type="cpu", device=handoff.cpu_name(), threads=torch.get_num_threads(), backend=backend,
+                 cell="lstm", dtype="fp32", training=True, layers=1, bidirectional=False, packed=False,
+                 projected=False, batch=B, hidden=H, steps=T)
+    query.update(overrides)
+    return function(**query)
+
+
+def test_forced_path_measurements_pick_the_path_and_count_as_the_backend(tmp_path, monkeypatch):
+    """A run with 'backend:path' implementations: fastest_path names the
+    fastest path, and the backend counts as fast as that path (it takes it)."""
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    records = [_record("lstm", "fwd+bwd", "torch.nn", 5.0), _record("lstm", "fwd+bwd", "cpu", 6.0),
+               _record("lstm", "fwd+bwd", "cpu:loop", 4.0), _record("lstm", "fwd+bwd", "cpu:other", 7.0),
+               _record("gru", "fwd+bwd", "torch.nn", 5.0), _record("gru", "fwd+bwd", "cpu", 6.0)]
+    source = _bench_json(tmp_path / "run.json", records)
+    assert main(["handoff-table", source, "--out", str(folder / "t.json")]) == 0
+    monkeypatch.setenv("RNNKERNELS_HANDOFF_TABLES", str(folder))
+    assert _lookup(handoff.fastest_path, "cpu") == "loop"
+    assert not _lookup(handoff.torch_is_faster, "cpu")
+    assert _lookup(handoff.fastest_path, "cpu", cell="gru") is None  # no path measured: the backend's rule
+    assert _lookup(handoff.torch_is_faster, "cpu", cell="gru")
+    assert _lookup(handoff.fastest_path, "cpu", batch=8 * B) is None  # nothing measured near

@@ -6,8 +6,9 @@ from the benchmark suite's JSON files.
 
 Every JSON must come from one device (and, on a CPU, one thread count). A
 case keeps the median time of torch.nn and of every rnnkernels backend that
-ran it correctly; a case measured in several runs keeps each implementation's
-fastest median. Only cases measured against torch.nn count, and only
+ran it correctly (and of each forced kernel path, 'backend:path', where the
+run measured them); a case measured in several runs keeps each
+implementation's fastest median. Only cases measured against torch.nn count, and only
 implementations that passed the suite's correctness check.
 """
 
@@ -47,7 +48,8 @@ def build_table(paths):
     for _, run in runs:
         for record in run["records"]:
             impl = record.get("impl")
-            if record.get("status") != "ok" or impl not in (handoff.BASELINE, *BACKEND_NAMES):
+            backend = (impl or "").split(handoff.PATH_SEPARATOR)[0]
+            if record.get("status") != "ok" or (impl != handoff.BASELINE and backend not in BACKEND_NAMES):
                 continue
             shape = suite.ALL_SHAPES.get(record.get("shape"))
             if shape is None:
