@@ -267,10 +267,58 @@ int check_product(unsigned seed) {
   return wrong;
 }
 
+// The same with an A of 8 real rows kept as half fragments
+// (a_half_source_of / load_a_half_fragment): rows 8-15 of D must be zero.
+template <class Shape, class Base>
+int check_half_rows(unsigned seed) {
+  using bits_t = typename mma::ElementBits<Shape>::type;
+  constexpr int kKTiles = 3, M = 8, K = kKTiles * Shape::kK, N = Shape::kN;
+  constexpr int pitch = K + 16 / Shape::kElementBytes, out_pitch = 16 + 4;
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> small(-4, 4);
+  std::vector<float> A(M * K), B(K * N), C(N * out_pitch, 0.0f);
+  for (float& v : A) v = static_cast<float>(small(rng));
+  for (float& v : B) v = static_cast<float>(small(rng));
+  std::vector<bits_t> slice(M * K), staged(N * pitch, 0);
+  for (int64_t offset = 0; offset < M * K; ++offset) {
+    const Coord from = mma::a_half_source_of<Shape>(offset);
+    if (from.row >= M) return 1000;  // a half fragment must hold rows 0-7 only
+    slice[offset] = static_cast<bits_t>(to_bits<Shape>(A[from.row * K + from.col]));
+  }
+  for (int n = 0; n < N; ++n) {
+    for (int k = 0; k < K; ++k) staged[n * pitch + k] = static_cast<bits_t>(to_bits<Shape>(B[k * N + n]));
+  }
+  WarpRegisters w{};
+  for (int k_tile = 0; k_tile < kKTiles; ++k_tile) {
+    for (int lane = 0; lane < 32; ++lane) {
+      mma::load_a_half_fragment<Shape>(slice.data(), k_tile, lane, w.a[lane]);
+      mma::load_b_fragment<Shape>(staged.data(), lane, k_tile * Shape::kK, 0, pitch, w.b[lane]);
+    }
+    emulate(Base{}, w);
+  }
+  for (int lane = 0; lane < 32; ++lane) {
+    mma::store_c_fragment<Shape>(C.data(), lane, 0, 0, out_pitch, w.c[lane], false);
+  }
+  int wrong = 0;
+  for (int n = 0; n < N; ++n) {
+    for (int m = 0; m < 16; ++m) {
+      float expected = 0;
+      for (int k = 0; m < M && k < K; ++k) expected += A[m * K + k] * B[k * N + n];
+      if (C[n * out_pitch + m] != expected) {
+        if (wrong < 5) std::printf("half rows: D[m=%d][n=%d] = %g, expected %g\n", m, n, C[n * out_pitch + m], expected);
+        ++wrong;
+      }
+    }
+  }
+  return wrong;
+}
+
 template <class Shape, class Base>
 int run(const char* name) {
   int wrong = 0;
-  for (unsigned seed = 1; seed <= 3; ++seed) wrong += check_product<Shape, Base>(seed);
+  for (unsigned seed = 1; seed <= 3; ++seed) {
+    wrong += check_product<Shape, Base>(seed) + check_half_rows<Shape, Base>(seed);
+  }
   std::printf("%s: %d wrong elements\n", name, wrong);
   return wrong;
 }

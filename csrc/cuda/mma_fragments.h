@@ -18,9 +18,14 @@
 
 #if defined(__CUDACC__)
 #define RK_FRAGMENT_FN __host__ __device__ __forceinline__
-#define RK_FRAGMENT_UNROLL _Pragma("unroll")
 #else
 #define RK_FRAGMENT_FN inline
+#endif
+// Unrolled in device code only (the host compiler of nvcc's host pass and
+// g++ do not know the pragma).
+#if defined(__CUDA_ARCH__)
+#define RK_FRAGMENT_UNROLL _Pragma("unroll")
+#else
 #define RK_FRAGMENT_UNROLL
 #endif
 
@@ -130,6 +135,44 @@ RK_FRAGMENT_FN void load_a_fragment(const typename ElementBits<Shape>::type* sli
 #else
   std::memcpy(regs, p, 16);
 #endif
+}
+
+// A slice of at most 8 real rows (the last 8 of the 16-row tile zero) keeps
+// only the two registers that hold rows 0-7 (registers 0 and 2 of both
+// shapes): 8 bytes per lane and k-tile, half the shared memory.
+template <class Shape>
+RK_FRAGMENT_FN int64_t a_half_offset(int k_tile, int lane, int e) {
+  return (static_cast<int64_t>(k_tile) * 32 + lane) * (Shape::kAElements / 2) + e;
+}
+
+template <class Shape>
+RK_FRAGMENT_FN Coord a_half_source_of(int64_t offset) {
+  constexpr int kHalf = Shape::kAElements / 2, kPerRegister = Shape::kAElements / kARegisters;
+  const int e = static_cast<int>(offset % kHalf);
+  const int64_t fragment = offset / kHalf;
+  const int lane = static_cast<int>(fragment % 32);
+  const int k_tile = static_cast<int>(fragment / 32);
+  const int full_register = 2 * (e / kPerRegister);
+  const Coord in_tile = Shape::a(lane, full_register * kPerRegister + e % kPerRegister);
+  return {in_tile.row, k_tile * Shape::kK + in_tile.col};
+}
+
+template <class Shape>
+RK_FRAGMENT_FN void load_a_half_fragment(const typename ElementBits<Shape>::type* slice, int k_tile,
+                                         int lane, uint32_t regs[kARegisters]) {
+  const auto* p = slice + a_half_offset<Shape>(k_tile, lane, 0);
+#if defined(__CUDA_ARCH__)
+  const uint2 v = *reinterpret_cast<const uint2*>(p);
+  regs[0] = v.x;
+  regs[2] = v.y;
+#else
+  uint32_t words[2];
+  std::memcpy(words, p, 8);
+  regs[0] = words[0];
+  regs[2] = words[1];
+#endif
+  regs[1] = 0;
+  regs[3] = 0;
 }
 
 // ----------------------------------------------- B: staged rows [n][k]
