@@ -13,6 +13,10 @@
 namespace rnnkernels {
 namespace cuda {
 
+// Opt-in shared memory kept back from the plan: the kernels' static shared
+// memory (the barrier's abort flag) must fit beside the dynamic part.
+constexpr int64_t kStaticSharedReserve = 1024;
+
 // The engine of a storage type: tensor cores for 16-bit (sm_80+), tf32
 // tensor cores or fp32 FMA for float as torch.nn's RNN precision says
 // (`tf32`, chosen by the glue), fp64 FMA for double.
@@ -41,7 +45,8 @@ inline PersistentPlan plan_cooperative_grid(const void* kernel, Engine engine, i
     return plan;
   }
   plan = plan_persistent(
-      PlanRequest{engine, gates, batch, hidden, backward, limits.multiprocessors, limits.max_shared});
+      PlanRequest{engine, gates, batch, hidden, backward, limits.multiprocessors,
+                  limits.max_shared - kStaticSharedReserve});
   if (plan.refusal != nullptr) {
     return plan;
   }
