@@ -85,8 +85,11 @@ def _register_fakes():
     register = torch.library.register_fake
     empty = torch.Tensor.new_empty
 
-    def state(like, shape):  # the saved per-step buffers: float32 for 16-bit inputs
-        dtype = torch.float32 if like.dtype in (torch.bfloat16, torch.float16) else like.dtype
+    def state(like, shape):
+        """A saved per-step buffer: float32 for 16-bit inputs on the CPU; the
+        CUDA kernels (the same ops on CUDA tensors) keep the input dtype."""
+        sixteen_bit = like.dtype in (torch.bfloat16, torch.float16)
+        dtype = torch.float32 if sixteen_bit and like.device.type == "cpu" else like.dtype
         return like.new_empty(shape, dtype=dtype)
 
     @register("rnnkernels::lstm_forward")

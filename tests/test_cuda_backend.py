@@ -336,10 +336,12 @@ def test_module_matches_torch_nn_float64(kind, bidirectional, mode, tbptt, kerne
 
 
 @needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["fp64", "bf16"])
 @pytest.mark.parametrize("cell", OP_CELLS)
-def test_opcheck_on_cuda(cell):
-    """Schemas, fake implementations and the CUDA kernels agree (torch.library.opcheck)."""
-    inputs = {k: _to(v, "cuda") for k, v in make_op_inputs(cell, 3, 2, 4, lengths=[3, 1]).items()}
+def test_opcheck_on_cuda(cell, dtype):
+    """Schemas, fake implementations and the CUDA kernels agree (torch.library.opcheck),
+    16-bit included: the CUDA ops keep the saved buffers in the input dtype."""
+    inputs = {k: _to(v, "cuda", dtype) for k, v in make_op_inputs(cell, 3, 2, 4, lengths=[3, 1]).items()}
     x, w, h0, c0, b_hn, lengths = (inputs[k] for k in ("xg", "w_hh", "h0", "c0", "b_hn", "lengths"))
     ops = torch.ops.rnnkernels
     if cell == "lstm":
