@@ -16,7 +16,7 @@ import torch
 triton = pytest.importorskip("triton", reason="triton is not installed")
 
 import rnnkernels
-from helpers import make_hx, make_input, make_op_inputs, make_twins, forward_backward
+from helpers import forward_backward, make_hx, make_input, make_op_inputs, make_twins
 from tolerance import assert_all_close
 
 from rnnkernels.backends import unavailable_reason  # noqa: E402

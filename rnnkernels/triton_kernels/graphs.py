@@ -41,9 +41,11 @@ from interleaving their copy-in, replay and copy-out on one graph.
 
 Capture: on a miss the loop first runs once directly on the fixed buffers,
 which compiles (warms up) every kernel and specialization the capture will
-record, and computes this call's result; then it is captured into a graph
-that shares one memory pool per device with every other (nothing is
-allocated inside the capture: the buffers exist before it). Nothing in the
+record, and computes this call's result; then torch.cuda.graph captures it
+into a graph that shares one memory pool per device with every other
+(nothing is allocated inside the capture: the buffers exist before it).
+torch.cuda.graph also syncs the device and empties torch's allocator cache
+first, so a miss costs more than the launches it records. Nothing in the
 loop syncs or reads device memory on the host. When the caller is already
 capturing (torch.cuda.is_current_stream_capturing(), e.g. torch.compile's
 reduce-overhead mode) the loop launches directly into the caller's graph.
@@ -137,7 +139,9 @@ def _shared_pool(device):
 def _capture(loop, buffers, device):
     if device.type == "cuda":
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=_shared_pool(device)):
+        # thread_local: CUDA calls of other threads (a DataLoader's pin-memory
+        # thread, another model) neither break this capture nor get refused by it
+        with torch.cuda.graph(graph, pool=_shared_pool(device), capture_error_mode="thread_local"):
             loop(buffers)
         return graph
     graph = fake_graph.FakeGraph()
