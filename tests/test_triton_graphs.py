@@ -17,7 +17,7 @@ triton = pytest.importorskip("triton", reason="triton is not installed")
 
 import rnnkernels
 from helpers import forward_backward, make_hx, make_input, make_op_inputs, make_twins
-from tolerance import assert_all_close
+from tolerance import assert_all_close, assert_close
 
 from rnnkernels.backends import unavailable_reason  # noqa: E402
 from rnnkernels.triton_kernels import backward as bwd  # noqa: E402
@@ -136,6 +136,18 @@ def test_handing_out_the_fixed_buffers_fails_the_ownership_check(outcomes, monke
         test_two_forwards_before_one_backward_match_the_reference("lstm", None, "accumulate", outcomes)
 
 
+def test_one_graph_serves_inference_mode_and_no_grad(outcomes):
+    """The fixed buffers are normal tensors even when the first call ran in
+    inference mode, so a later call outside it can copy into them."""
+    inputs = _lstm_call_inputs(3)
+    with torch.inference_mode():
+        expected = _forward(inputs, save=False)[0]
+    for mode in (torch.no_grad, torch.inference_mode, torch.enable_grad):
+        with mode():
+            assert torch.equal(_forward(inputs, save=False)[0], expected), mode.__name__
+    assert [o for _, o in outcomes] == ["captured"] + ["replayed"] * 3
+
+
 @pytest.mark.skipif(DEVICE != "cpu", reason="the stand-in graph runs on CPU tensors; test_real_capture is its twin")
 def test_caller_already_capturing_gets_direct_launches(outcomes):
     """Inside someone else's capture the loop launches into that capture: no
@@ -236,3 +248,27 @@ def test_real_capture(outcomes):
     for name, a, b in zip(("y", "h_n", "c_n", "hs", "cs", "gates"), inside, expected):
         assert torch.equal(a, b), name
     assert [o for _, o in outcomes] == ["captured", "replayed", "direct"]
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="torch.compile's reduce-overhead mode captures CUDA graphs: a CUDA GPU")
+def test_reduce_overhead_compile_launches_into_its_graph(outcomes, monkeypatch):
+    """torch.compile(mode="reduce-overhead") captures the whole model in its
+    own CUDA graph: the step loop launches straight into it, and the results
+    equal eager ones (up to inductor's order of summation in the input
+    projection) over several replays."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    monkeypatch.setattr(torch._dynamo.config, "allow_rnn", True)
+    _, eager = make_twins("lstm", 4, 5, 1, backend="triton")
+    _, ours = make_twins("lstm", 4, 5, 1, backend="triton")
+    ours.load_state_dict(eager.state_dict())
+    eager.to(DEVICE), ours.to(DEVICE)
+    compiled = torch.compile(ours, mode="reduce-overhead")
+    x = torch.randn(6, 3, 4, dtype=torch.float64, device=DEVICE)
+    with torch.no_grad():
+        expected = eager(x)[0]
+        for call in range(4):
+            assert_close(f"output of call {call}", compiled(x)[0].clone(), expected)
+    assert ("_forward_steps", "direct") in outcomes, f"no launch inside the compiled graph's capture: {outcomes}"
+    torch._dynamo.reset()

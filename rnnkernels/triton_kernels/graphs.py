@@ -185,10 +185,13 @@ def run_steps(loop, tensors, reads, writes):
         return "direct"
     key = _key(loop, tensors, device)
     on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with CACHE.lock, on_device:  # a capture and its replays on the tensors' device, whatever is current
+    # on the tensors' device, whatever is current; no autograd history on the fixed buffers
+    with CACHE.lock, on_device, torch.no_grad():
         entry = CACHE.get(key)
         if entry is None:
-            fixed = {name: torch.empty_like(t, memory_format=torch.contiguous_format) for name, t in tensors.items()}
+            with torch.inference_mode(False):  # buffers that later calls outside inference mode may write
+                fixed = {name: torch.empty_like(t, memory_format=torch.contiguous_format)
+                         for name, t in tensors.items()}
             _copy_in(fixed, tensors, reads)
             loop(fixed)  # the warm-up: compiles every kernel the capture records, and computes this call
             entry = _Entry(_capture(loop, fixed, device), fixed)
