@@ -52,6 +52,13 @@ reduce-overhead mode) the loop launches directly into the caller's graph.
 
 On CPU tensors (Triton's interpreter) the graph is fake_graph.FakeGraph, a
 stand-in that records the launches and replays them on the same buffers.
+
+Not yet run on a GPU. One open question there: torch.compile's
+reduce-overhead mode first runs the model eagerly (a warm-up, not a
+capture) with the thread's allocations routed to its own graph pool, so a
+miss at that moment allocates these fixed buffers in that pool, which it
+does not know about (tests/test_triton_graphs.py's reduce-overhead test is
+the check).
 """
 
 import collections
