@@ -272,3 +272,14 @@ def test_reduce_overhead_compile_launches_into_its_graph(outcomes, monkeypatch):
             assert_close(f"output of call {call}", compiled(x)[0].clone(), expected)
     assert ("_forward_steps", "direct") in outcomes, f"no launch inside the compiled graph's capture: {outcomes}"
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("value, expected", [("", graphs.DEFAULT_CACHE_SIZE), ("3", 3), ("0", None), ("many", None)],
+                         ids=["unset", "three", "zero", "word"])
+def test_cache_size_from_the_environment(value, expected, monkeypatch):
+    monkeypatch.setenv("RNNKERNELS_GRAPH_CACHE_SIZE", value)
+    if expected is None:
+        with pytest.raises(ValueError, match=f"RNNKERNELS_GRAPH_CACHE_SIZE must be a positive integer .*{value!r}"):
+            graphs.cache_size_from_environment()
+    else:
+        assert graphs.cache_size_from_environment() == expected

@@ -108,14 +108,24 @@ class GraphCache:
     def put(self, key, entry):
         self._entries[key] = entry
         self._entries.move_to_end(key)
-        while len(self._entries) > max(self.capacity, 1):
+        while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)  # its graph and buffers are freed with it
 
     def clear(self):
         self._entries.clear()
 
 
-CACHE = GraphCache(int(os.environ.get("RNNKERNELS_GRAPH_CACHE_SIZE", DEFAULT_CACHE_SIZE)))
+def cache_size_from_environment():
+    """RNNKERNELS_GRAPH_CACHE_SIZE (a positive int) or DEFAULT_CACHE_SIZE."""
+    value = os.environ.get("RNNKERNELS_GRAPH_CACHE_SIZE", "")
+    if not value:
+        return DEFAULT_CACHE_SIZE
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"RNNKERNELS_GRAPH_CACHE_SIZE must be a positive integer (graphs kept), got {value!r}")
+    return int(value)
+
+
+CACHE = GraphCache(cache_size_from_environment())
 _POOLS = {}
 
 
