@@ -26,7 +26,7 @@ def _import_problem():
 
 class TritonBackend:
     name = "triton"
-    paths = ("step", "sequence")
+    paths = ("step", "step-graph", "sequence")
 
     def kernel_path(self, cell, xg, w_hh, w_hr):
         """The path forward takes (launch.choose_path: shapes, dtype and

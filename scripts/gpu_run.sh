@@ -41,7 +41,7 @@ case $CALL in
 esac
 PYTHON=${PYTHON:-python3}
 DRY=${GPU_RUN_DRY:-0}
-GPU_TESTS=${GPU_TESTS:-tests/test_cuda_backend.py tests/test_triton_kernels.py tests/test_cell_math_device.py}
+GPU_TESTS=${GPU_TESTS:-tests/test_cuda_backend.py tests/test_triton_graphs.py tests/test_triton_kernels.py tests/test_cell_math_device.py}
 FINISH_RESERVE_S=15  # packing the logs and printing the summary
 
 cd "$(dirname "$0")/.." || exit 1
