@@ -14,6 +14,7 @@
 
 #include "common.h"
 #include "gemm.h"
+#include "gemm16.h"
 #include "pointwise.h"
 #include "region.h"
 
@@ -215,11 +216,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_backward_cpu(
     gru_backward_loop<scalar_t>(s, mask, tbptt, io);
   });
 
-  at::Tensor dw_hh = at::mm(io.dg_rec.view({s.steps * s.batch, 3 * s.hidden}).t(),
-                            previous_hidden(io.h0, io.y));
+  // 16-bit: from the recurrent gradient rounded to the input dtype, as the
+  // dxg returned is, on the 16-bit GEMMs.
+  const at::Tensor dw_hh =
+      weight_gradient(io.dg_rec.view({s.steps * s.batch, 3 * s.hidden}).to(dtype),
+                      previous_hidden(h0.to(dtype), y.to(dtype)));
   at::Tensor db_hn = has_b_hn ? io.dg_rec.narrow(2, 2 * s.hidden, s.hidden).sum({0, 1})
                               : at::empty({0}, opts);
-  return {io.dxg.to(dtype), dw_hh.to(dtype), io.dh_state.to(dtype), db_hn.to(dtype)};
+  return {io.dxg.to(dtype), dw_hh, io.dh_state.to(dtype), db_hn.to(dtype)};
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 namespace rnnkernels {
 
@@ -60,6 +61,25 @@ std::string supported_isas() {
       names += isa_name(level);
     }
   }
+  return names;
+}
+
+std::string cpu_16bit_features() {
+  std::string names;
+#if defined(__x86_64__) && ((defined(__GNUC__) && __GNUC__ >= 12) || defined(__clang__))
+  const std::pair<const char*, bool> features[] = {
+      {"avx512_bf16", __builtin_cpu_supports("avx512bf16")},
+      {"avx512_fp16", __builtin_cpu_supports("avx512fp16")},
+      {"amx_bf16", __builtin_cpu_supports("amx-bf16")},
+      {"amx_tile", __builtin_cpu_supports("amx-tile")},
+  };
+  for (const auto& [name, present] : features) {
+    if (present) {
+      names += names.empty() ? "" : " ";
+      names += name;
+    }
+  }
+#endif
   return names;
 }
 

@@ -27,4 +27,10 @@ CpuIsa active_isa();
 // "base, avx2" and so on: the levels this CPU supports.
 std::string supported_isas();
 
+// The 16-bit features of this CPU that decide the 16-bit GEMM paths, as
+// /proc/cpuinfo names them: a space-separated subset of "avx512_bf16
+// avx512_fp16 amx_bf16 amx_tile" (the AMX ones: the CPU has them; whether the
+// OS lets a process use the tiles is asked when they are first needed).
+std::string cpu_16bit_features();
+
 }  // namespace rnnkernels

@@ -16,6 +16,7 @@
 
 #include "common.h"
 #include "gemm.h"
+#include "gemm16.h"
 #include "pointwise.h"
 #include "region.h"
 
@@ -277,15 +278,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_back
   });
 
   const int64_t rows = s.steps * s.batch;
-  at::Tensor dw_hh = at::mm(io.dxg.view({rows, 4 * s.hidden}).t(), previous_hidden(h0.to(compute), y.to(compute)));
+  // 16-bit: dW_hh from dG rounded to the input dtype, as the dxg returned is,
+  // on the 16-bit GEMMs.
+  const at::Tensor dxg = io.dxg.to(dtype);
+  const at::Tensor dw_hh = weight_gradient(dxg.view({rows, 4 * s.hidden}),
+                                           previous_hidden(h0.to(dtype), y.to(dtype)));
   at::Tensor dw_hr = at::empty({0}, opts);
   if (proj) {
     // Unprojected outputs o * tanh(c), recomputed; zero on ended rows.
     const at::Tensor h_full = io.gates.narrow(2, 3 * s.hidden, s.hidden) * io.cells.tanh();
     dw_hr = at::mm(io.dr.view({rows, s.hidden_out}).t(), h_full.reshape({rows, s.hidden}));
   }
-  return {io.dxg.to(dtype), dw_hh.to(dtype), io.dh_state.to(dtype), io.dc_state.to(dtype),
-          dw_hr.to(dtype)};
+  return {dxg, dw_hh, io.dh_state.to(dtype), io.dc_state.to(dtype), dw_hr.to(dtype)};
 }
 
 }  // namespace

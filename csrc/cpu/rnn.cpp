@@ -9,6 +9,7 @@
 
 #include "common.h"
 #include "gemm.h"
+#include "gemm16.h"
 #include "pointwise.h"
 #include "region.h"
 
@@ -157,9 +158,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_backward_cpu(
   AT_DISPATCH_FLOATING_TYPES(compute, "rnn_backward_cpu", [&] {
     rnn_backward_loop<scalar_t>(s, mask, relu, tbptt, dy_c, w_hh_c, y_c, dxg, dh_state);
   });
-  at::Tensor dw_hh = at::mm(dxg.view({s.steps * s.batch, s.hidden}).t(),
-                            previous_hidden(h0.to(compute).contiguous(), y_c));
-  return {dxg.to(dtype), dw_hh.to(dtype), dh_state.to(dtype)};
+  // 16-bit: dW_hh from dG rounded to the input dtype, as the dxg returned
+  // is, on the 16-bit GEMMs.
+  const at::Tensor dxg_out = dxg.to(dtype);
+  const at::Tensor dw_hh = weight_gradient(dxg_out.view({s.steps * s.batch, s.hidden}),
+                                           previous_hidden(h0, y));
+  return {dxg_out, dw_hh, dh_state.to(dtype)};
 }
 
 }  // namespace
