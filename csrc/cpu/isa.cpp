@@ -7,10 +7,30 @@
 #include <cstring>
 #include <utility>
 
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
 namespace rnnkernels {
 
 namespace {
-constexpr CpuIsa kAllLevels[] = {CpuIsa::kBase, CpuIsa::kAvx2, CpuIsa::kAvx512};
+constexpr CpuIsa kAllLevels[] = {CpuIsa::kBase, CpuIsa::kAvx2, CpuIsa::kAvx512, CpuIsa::kAmx};
+
+// Linux gives a process the AMX tile data state only on request
+// (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); without it the
+// first tile instruction faults. Asked once; true when granted.
+bool amx_permitted() {
+#if defined(__linux__) && defined(__x86_64__)
+  static const bool granted = [] {
+    constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return granted;
+#else
+  return false;
+#endif
+}
 }  // namespace
 
 const char* isa_name(CpuIsa isa) {
@@ -19,6 +39,8 @@ const char* isa_name(CpuIsa isa) {
       return "avx2";
     case CpuIsa::kAvx512:
       return "avx512";
+    case CpuIsa::kAmx:
+      return "amx";
     default:
       return "base";
   }
@@ -32,6 +54,14 @@ bool isa_supported(CpuIsa isa) {
       return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case CpuIsa::kAvx512:
       return __builtin_cpu_supports("avx512f") && isa_supported(CpuIsa::kAvx2);
+    case CpuIsa::kAmx:
+#if (defined(__GNUC__) && __GNUC__ >= 12) || defined(__clang__)
+      return isa_supported(CpuIsa::kAvx512) && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("amx-tile") &&
+             __builtin_cpu_supports("amx-bf16") && amx_permitted();
+#else
+      return false;
+#endif
     default:
       return true;
   }
@@ -97,7 +127,7 @@ CpuIsa active_isa() {
     }
   }
   TORCH_CHECK_VALUE(false, "RNNKERNELS_CPU_ISA=", forced,
-                    " is not a level: choose one of base, avx2, avx512");
+                    " is not a level: choose one of base, avx2, avx512, amx");
   return CpuIsa::kBase;  // not reached: the check above throws
 }
 

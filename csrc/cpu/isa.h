@@ -10,7 +10,10 @@
 
 namespace rnnkernels {
 
-enum class CpuIsa { kBase = 0, kAvx2 = 1, kAvx512 = 2 };
+// amx: the avx512 gate math, plus AMX-BF16 tiles for the per-step GEMMs of
+// bfloat16 layers (amx_gemm.h); it needs the OS to grant the process the
+// tile state, which isa_supported asks for once.
+enum class CpuIsa { kBase = 0, kAvx2 = 1, kAvx512 = 2, kAmx = 3 };
 
 const char* isa_name(CpuIsa isa);
 
