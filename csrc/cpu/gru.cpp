@@ -68,8 +68,8 @@ void gru_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool traini
           k.gru_forward({n, H, gemm.out() + b * gemm.out_stride(), xg + (t * B + b) * G3 + u.begin,
                          b_hn == nullptr ? nullptr : b_hn + u.begin, h_prev + b * H + u.begin,
                          row_gates, row_hn, row_y, h_next + b * H + u.begin});
-          round_to(row_y, n, round);  // h as stored in the input dtype
-          round_to(h_next + b * H + u.begin, n, round);
+          round_with(k, row_y, n, round);  // h as stored in the input dtype
+          round_with(k, h_next + b * H + u.begin, n, round);
           continue;
         }
         for (int64_t g = 0; g < 3; ++g) {  // an ended row keeps its state, writes zeros

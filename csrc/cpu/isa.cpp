@@ -51,7 +51,8 @@ bool isa_supported(CpuIsa isa) {
   // libgcc's cpu model also checks that the OS saves the wider registers.
   switch (isa) {
     case CpuIsa::kAvx2:
-      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+      return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+             __builtin_cpu_supports("f16c");
     case CpuIsa::kAvx512:
       return __builtin_cpu_supports("avx512f") && isa_supported(CpuIsa::kAvx2);
     case CpuIsa::kAmx:

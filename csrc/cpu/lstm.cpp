@@ -82,8 +82,8 @@ void lstm_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool train
                           row_gates, row_cells, h_out,
                           proj ? nullptr : h_next + b * P + u.begin});
           if (!proj) {  // h as stored in the input dtype
-            round_to(h_out, n, round);
-            round_to(h_next + b * P + u.begin, n, round);
+            round_with(k, h_out, n, round);
+            round_with(k, h_next + b * P + u.begin, n, round);
           }
           continue;
         }

@@ -47,8 +47,8 @@ void rnn_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool relu,
         T* row_y = y + t * B * H + at;
         if (mask.active(b, t)) {
           row_kernel({n, gemm.out() + b * gemm.out_stride(), xg + t * B * H + at, row_y, h_next + at});
-          round_to(row_y, n, round);  // h as stored in the input dtype
-          round_to(h_next + at, n, round);
+          round_with(k, row_y, n, round);  // h as stored in the input dtype
+          round_with(k, h_next + at, n, round);
         } else {  // an ended row keeps its state and writes zeros
           std::fill_n(row_y, n, T(0));
           std::copy_n(h_prev + at, n, h_next + at);
