@@ -11,9 +11,14 @@
 // AmxGemm members that touch tiles.
 #include "amx_gemm.h"
 
-#include <immintrin.h>
-
 #include <algorithm>
+#include <stdexcept>
+
+#if defined(__x86_64__) && ((defined(__clang__) && __clang_major__ >= 12) || \
+                            (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 12))
+#define RK_AMX_COMPILED 1
+#include <immintrin.h>
+#endif
 
 namespace rnnkernels {
 namespace {
@@ -50,6 +55,10 @@ Bf16Rows::Bf16Rows(bool enabled, int64_t m, int64_t k, int copies) {
   size_ = AmxGemm::padded_rows(m) * stride_;
   words_.assign(static_cast<size_t>(2 * size_), 0);
 }
+
+#if defined(RK_AMX_COMPILED)
+
+bool amx_compiled() { return true; }
 
 // Only the code below is compiled for AMX and the AVX-512 that every AMX
 // CPU has (isa_supported(CpuIsa::kAmx) checks both).
@@ -171,5 +180,20 @@ void AmxGemm::run(const uint16_t* a) {
 }
 
 #pragma GCC pop_options
+
+#else  // no AMX kernels in this build: isa_supported(CpuIsa::kAmx) is false
+
+bool amx_compiled() { return false; }
+
+AmxGemm::AmxGemm(const float*, int64_t, bool, int64_t, int64_t, int64_t, int) {
+  throw std::logic_error("rnnkernels: built without AMX kernels");
+}
+AmxGemm::~AmxGemm() = default;
+void AmxGemm::run(const uint16_t*) { throw std::logic_error("rnnkernels: built without AMX kernels"); }
+void Bf16Rows::store(int64_t, int64_t, int64_t, const float*, int64_t) {
+  throw std::logic_error("rnnkernels: built without AMX kernels");
+}
+
+#endif
 
 }  // namespace rnnkernels

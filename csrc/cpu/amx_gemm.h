@@ -18,6 +18,11 @@
 
 namespace rnnkernels {
 
+// Whether this build has the AMX kernels: x86-64 and a compiler with the AMX
+// intrinsics and CPU checks (GCC 12, clang 12 or later). Without them the
+// amx level is never supported (isa.h) and nothing below runs.
+bool amx_compiled();
+
 class AmxGemm {
  public:
   // op(B) is K x N: element (k, n) at b[k * ldb + n], or at b[n * ldb + k]

@@ -1,6 +1,8 @@
 // Run-time choice of the gate math's instruction-set level (see isa.h).
 #include "isa.h"
 
+#include "amx_gemm.h"
+
 #include <c10/util/Exception.h>
 
 #include <cstdlib>
@@ -59,7 +61,7 @@ bool isa_supported(CpuIsa isa) {
 #if (defined(__GNUC__) && __GNUC__ >= 12) || defined(__clang__)
       return isa_supported(CpuIsa::kAvx512) && __builtin_cpu_supports("avx512bw") &&
              __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("amx-tile") &&
-             __builtin_cpu_supports("amx-bf16") && amx_permitted();
+             __builtin_cpu_supports("amx-bf16") && amx_compiled() && amx_permitted();
 #else
       return false;
 #endif
