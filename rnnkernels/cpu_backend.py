@@ -11,6 +11,7 @@ import importlib.util
 
 import torch
 
+from . import cpu_projection
 from .contract import RecurrenceGrads
 
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -27,6 +28,11 @@ class CpuBackend:
 
     def kernel_path(self, cell, xg, w_hh, w_hr):
         return "loop"
+
+    def input_projection(self, x, weight, bias):
+        """The module's xg = x W_ih^T + b (see cpu_projection): the 16-bit GEMMs
+        for bfloat16/float16 where torch's own 16-bit matmul is slow."""
+        return cpu_projection.project(x, weight, bias)
 
     def unavailable_reason(self):
         return load_extension()[1]
@@ -126,6 +132,16 @@ def _register_fakes():
     @register("rnnkernels::rnn_backward")
     def _rnn_backward(dy, dh_n, w_hh, h0, lengths, y, relu, tbptt):
         return empty(dy, dy.shape), empty(dy, w_hh.shape), empty(dy, h0.shape)
+
+    @register("rnnkernels::linear16")
+    def _linear16(x, weight, bias):
+        return empty(x, (*x.shape[:-1], weight.shape[0]))
+
+    @register("rnnkernels::linear16_backward")
+    def _linear16_backward(dy, x, weight, output_mask):
+        def wanted(i, shape):
+            return empty(x, shape) if output_mask[i] else empty(x, (0,))
+        return wanted(0, x.shape), wanted(1, weight.shape), wanted(2, (weight.shape[0],))
 
 
 # Loaded at import, not on first use: torch.compile traces select_backend()
