@@ -94,6 +94,15 @@ def _load(folder):
     return index
 
 
+def covers(device_type, device, threads, cell, dtype, training, layers, bidirectional, packed, projected,
+           batch, hidden, steps):
+    """Whether a table measured a case near this call (cheap: the layer asks
+    this before resolving which backend `auto` would run)."""
+    return _nearest_times(table_folder(), device_type, device, threads, cell, dtype,
+                          "fwd+bwd" if training else "fwd", layers, bidirectional, packed, projected,
+                          batch, hidden, steps) is not None
+
+
 @torch.compiler.assume_constant_result
 def torch_is_faster(device_type, device, threads, backend, cell, dtype, training, layers, bidirectional,
                     packed, projected, batch, hidden, steps):

@@ -83,17 +83,19 @@ class _RecurrentLayers(BackendOption, TbpttOption):
         name = handoff.dtype_name(dtype)
         if name is None:
             return False
+        states = () if hx is None else (hx if isinstance(hx, tuple) else (hx,))
+        training = torch.is_grad_enabled() and any(
+            isinstance(t, torch.Tensor) and t.requires_grad for t in (data, *states, *self._flat_weights))
+        call = (device.type, handoff.device_name(device), torch.get_num_threads() if device.type == "cpu" else None)
+        case = (_BENCH_CELL_OF_MODE[self.mode], name, training, self.num_layers, self.bidirectional,
+                isinstance(input, PackedSequence), self.proj_size > 0, shape[1], self.hidden_size, shape[0])
+        if not handoff.covers(*call, *case):
+            return False
         try:
             backend = selected_backend_name("auto", device.type, dtype)
         except BackendUnavailableError:
             return False
-        states = () if hx is None else (hx if isinstance(hx, tuple) else (hx,))
-        training = torch.is_grad_enabled() and any(
-            isinstance(t, torch.Tensor) and t.requires_grad for t in (data, *states, *self._flat_weights))
-        return handoff.torch_is_faster(
-            device.type, handoff.device_name(device), torch.get_num_threads() if device.type == "cpu" else None,
-            backend, _BENCH_CELL_OF_MODE[self.mode], name, training, self.num_layers, self.bidirectional,
-            isinstance(input, PackedSequence), self.proj_size > 0, shape[1], self.hidden_size, shape[0])
+        return handoff.torch_is_faster(*call, backend, *case)
 
     def forward(self, input, hx=None):
         self._update_flat_weights()
