@@ -1,0 +1,259 @@
+"""The 'persistent' path: launch persistent.py's kernels, one cooperative
+launch per direction of a layer, on the buffers launch.py allocates.
+
+When the path is taken (launch.choose_path; a stated model until a GPU
+measures it):
+- P = max(cdiv(H, BLOCK_U), cdiv(H_out, BLOCK_U)) programs (BLOCK_U = 16
+  units each, tl.dot's minimum N), each owning its units' W_hh slice on chip;
+- taken by `auto` on a GPU where P <= the device's SMs (one program per SM)
+  and each program's resident weights (`resident_bytes`: forward W_hh rows
+  [pow2(H_out), 16] x G, plus W_hr rows with a projection; backward the
+  columns [pow2(H), 16] x G, plus W_hr columns) are at most
+  RESIDENT_BUDGET[dtype] bytes, the sizes that tests/test_gpu_compile.py
+  compiles spill-free within shared memory under triton 3.6 and 3.9 for
+  sm_90; elsewhere the step path runs. Layers with H, H_out <= 64 keep the
+  sequence kernel (one launch, no barrier at all).
+
+Before each GPU launch the kernel is compiled (kernel.warmup, cached by the
+JIT) and checked against the device: no spills, registers x threads and
+shared memory within one SM's limits, P <= SMs. A cooperative launch
+(`launch_cooperative_grid=True`) then either runs every program at once or
+fails cleanly, so the grid barrier cannot wait on a program that never
+started. A forced path (RNNKERNELS_TRITON_PATH=persistent) that fails the
+check raises RuntimeError; `auto` falls back to the step path, with a warning
+naming the reason (`last_refusal`).
+
+Failure reporting: a barrier that times out (grid_sync.py) makes the kernel
+poison its outputs with NaN and set a per-device error word. After each
+launch an async copy (graph-capturable) mirrors that word into pinned host
+memory; the next call of the triton backend on that device reads the host
+copy at its entry, without a device sync, outside any graph capture, and
+raises RuntimeError. RNNKERNELS_TRITON_SYNC_CHECK=1 syncs after each launch
+and raises from the call itself (debugging).
+
+Under Triton's interpreter the kernels run with the barrier compiled out,
+one launch per stage with the full grid of P programs (persistent.py), so
+any run with RNNKERNELS_TRITON_PATH=persistent exercises the partitioning on
+CPU. INTERPRETER_BARRIER = True launches the whole grid once with the real
+barrier instead (bounded by INTERPRETER_POLLS polls): for an executor that
+runs the programs as threads (the sequential interpreter times out there
+for P > 1, which is how the failure path is tested on CPU).
+"""
+
+import os
+import warnings
+
+import torch
+import triton
+
+from . import grid_sync
+from . import persistent as kernels
+
+# Units (and projection outputs) per program; rows per tl.dot (its M minimum).
+BLOCK_U = 16
+BLOCK_B = 16
+# Assumed SM count where no GPU can be asked (recording for the compile gate): H100 SXM / H200.
+ASSUMED_SMS = 132
+# Per-program resident weight bytes that `auto` admits (see the module docstring).
+RESIDENT_BUDGET = {torch.float16: 64 * 1024, torch.bfloat16: 64 * 1024, torch.float32: 64 * 1024,
+                   torch.float64: 32 * 1024}
+NUM_WARPS = 4
+# Test knobs for the interpreter (module docstring).
+INTERPRETER_BARRIER = False
+INTERPRETER_POLLS = grid_sync.INTERPRETER_POLLS
+TIMEOUT_NS = grid_sync.TIMEOUT_NS
+
+last_refusal = None
+
+
+def _pow2(n):
+    return max(16, triton.next_power_of_2(n))
+
+
+def programs(hidden, hidden_out):
+    """P, the number of programs (one per 16 units, or per 16 projection outputs)."""
+    return max(triton.cdiv(hidden, BLOCK_U), triton.cdiv(hidden_out, BLOCK_U))
+
+
+def resident_bytes(cell, hidden, hidden_out, dtype, has_projection):
+    """The larger of forward's and backward's per-program resident weights, in bytes."""
+    gates = {"lstm": 4, "gru": 3}.get(cell, 1)
+    size = torch.empty((), dtype=dtype).element_size()
+    projection = _pow2(hidden) * BLOCK_U if has_projection else 0
+    forward = gates * _pow2(hidden_out) * BLOCK_U + projection
+    backward = gates * _pow2(hidden) * BLOCK_U + (_pow2(hidden_out) * BLOCK_U if has_projection else 0)
+    return max(forward, backward) * size
+
+
+def sm_count():
+    """The current GPU's SMs, or ASSUMED_SMS without one (no sync either way)."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_properties(torch.cuda.current_device()).multi_processor_count
+    return ASSUMED_SMS
+
+
+def refusal(cell, hidden, hidden_out, dtype, interpreted):
+    """Why the model does not take the persistent path for this layer, or None."""
+    if interpreted:
+        return None  # the launch-per-stage form has no residency limits
+    has_projection = hidden_out != hidden
+    count, sms = programs(hidden, hidden_out), sm_count()
+    if count > sms:
+        return f"it needs {count} programs (one per {BLOCK_U} units), more than the GPU's {sms} SMs"
+    need, budget = resident_bytes(cell, hidden, hidden_out, dtype, has_projection), RESIDENT_BUDGET[dtype]
+    if need > budget:
+        return (f"each program would hold {need} bytes of weights, over the {budget} bytes "
+                f"admitted for {dtype} (RESIDENT_BUDGET)")
+    return None
+
+
+# ---- the error flag ----------------------------------------------------------------------------
+
+class _ErrorFlag:
+    """The kernels' sticky error word on the device and its host mirror."""
+
+    def __init__(self, device):
+        self.device_word = torch.zeros(1, dtype=torch.int32, device=device)
+        self.host_word = torch.zeros(1, dtype=torch.int32, pin_memory=device.type == "cuda")
+
+    def publish(self):
+        """Mirror the device word into host memory, asynchronously on the current stream."""
+        self.host_word.copy_(self.device_word, non_blocking=True)
+
+    def reset(self):
+        self.device_word.zero_()
+        self.host_word.zero_()
+
+
+_FLAGS = {}
+
+
+def error_flag(device):
+    key = str(device)
+    if key not in _FLAGS:
+        _FLAGS[key] = _ErrorFlag(device)
+    return _FLAGS[key]
+
+
+def _capturing(device):
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def raise_pending_error(device):
+    """RuntimeError if a persistent launch on device has reported a timed-out
+    barrier since the last check (reads host memory only; skipped while
+    capturing a graph, where a replay, not this call, runs the kernels)."""
+    flag = _FLAGS.get(str(device))
+    if flag is None or _capturing(device) or int(flag.host_word[0]) == 0:
+        return
+    flag.reset()
+    raise RuntimeError(
+        "rnnkernels triton backend: a persistent kernel's grid barrier timed out on "
+        f"{device} in an earlier call (a program waited {TIMEOUT_NS / 1e9:g} s for the others); that "
+        "call's outputs were filled with NaN. Set RNNKERNELS_TRITON_PATH=step to avoid the "
+        "persistent path, or RNNKERNELS_TRITON_SYNC_CHECK=1 to have the failing call itself raise.")
+
+
+def _sync_check_enabled():
+    return os.environ.get("RNNKERNELS_TRITON_SYNC_CHECK", "") == "1"
+
+
+# ---- residency ---------------------------------------------------------------------------------
+
+_RESIDENCY = {}
+
+
+def _residency_problem(kernel, args, options, count, device):
+    """Why a cooperative grid of `count` programs of this compiled kernel cannot be
+    resident on device (one per SM), or None. Compiles (cached) but launches nothing."""
+    compiled = kernel.warmup(*args, grid=(count,), **options)
+    key = (compiled.hash, count, str(device))
+    if key not in _RESIDENCY:
+        compiled._init_handles()
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        props = triton.runtime.driver.active.utils.get_device_properties(index)
+        threads = 32 * options["num_warps"]
+        problems = []
+        if compiled.n_spills:
+            problems.append(f"it spills {compiled.n_spills} bytes of registers")
+        if compiled.n_regs * threads > props["max_num_regs"]:
+            problems.append(f"{compiled.n_regs} registers x {threads} threads exceed {props['max_num_regs']}")
+        if compiled.metadata.shared > props["max_shared_mem"]:
+            problems.append(f"{compiled.metadata.shared} B of shared memory exceed {props['max_shared_mem']} B")
+        if count > props["multiprocessor_count"]:
+            problems.append(f"{count} programs exceed the {props['multiprocessor_count']} SMs")
+        _RESIDENCY[key] = "; ".join(problems) or None
+    return _RESIDENCY[key]
+
+
+# ---- launching ---------------------------------------------------------------------------------
+
+def _run(kernel, device, count, stages, make_args, options, interpreted, forced):
+    """Run stages [0, stages) of kernel on a grid of `count` programs; False if
+    the GPU cannot hold the grid and the path was not forced."""
+    global last_refusal
+    grid = (count,)
+    if interpreted and not INTERPRETER_BARRIER:
+        unused = torch.zeros(grid_sync.SYNC_WORDS, dtype=torch.int32, device=device)
+        for stage in range(stages):
+            kernel[grid](*make_args(stage, stage + 1, unused, unused, 0), BARRIER=False, USE_CLOCK=False,
+                         **options)
+        return True
+    flag = error_flag(device)
+    sync = torch.zeros(grid_sync.SYNC_WORDS, dtype=torch.int32, device=device)  # an async fill
+    limit = INTERPRETER_POLLS if interpreted else TIMEOUT_NS
+    args = make_args(0, stages, sync, flag.device_word, limit)
+    options = dict(options, BARRIER=True, USE_CLOCK=not interpreted, launch_cooperative_grid=True)
+    if device.type == "cuda":
+        problem = _residency_problem(kernel, args, options, count, device)
+        if problem is not None:
+            message = f"the persistent path cannot hold its {count} programs on {device}: {problem}"
+            if forced:
+                raise RuntimeError(f"rnnkernels triton backend: RNNKERNELS_TRITON_PATH=persistent, but {message}")
+            last_refusal = message
+            warnings.warn(f"rnnkernels: {message}; running the step path instead", RuntimeWarning, stacklevel=3)
+            return False
+    kernel[grid](*args, **options)
+    flag.publish()
+    if _sync_check_enabled():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        raise_pending_error(device)
+    return True
+
+
+def forward(sizes, flags, buffers, interpreted, forced):
+    """The persistent forward on launch.forward's buffers ({name: tensor}, names of
+    launch._FORWARD_BUFFERS plus w_hr); sizes (T, B, H, H_out, S). Returns whether it ran."""
+    steps, batch, hidden, hidden_out, slots = sizes
+    b = buffers
+    has_projection = flags["HAS_PROJ"]
+    options = dict(flags, BLOCK_B=BLOCK_B, BLOCK_U=BLOCK_U, BLOCK_K=_pow2(hidden_out),
+                   BLOCK_H=_pow2(hidden) if has_projection else 16, num_warps=NUM_WARPS)
+
+    def make_args(begin, end, sync, error, limit):
+        return (begin, end, b["xg"], b["w_hh"], b["b_hn"], b["w_hr"], b["lengths"], b["hs"], b["cs"], b["y"],
+                b["gates"], b["aux"], sync, error, steps, batch, hidden, hidden_out, slots, limit)
+
+    stages = steps * (2 if has_projection else 1)
+    return _run(kernels.forward_persistent_kernel, b["xg"].device, programs(hidden, hidden_out), stages, make_args,
+                options, interpreted, forced)
+
+
+def backward(sizes, cut, flags, buffers, interpreted, forced):
+    """The persistent backward loop on launch.backward's buffers; sizes (T, B, H,
+    H_out); cut: the tbptt period (T + 1: none). Returns whether it ran."""
+    steps, batch, hidden, hidden_out = sizes
+    b = buffers
+    has_projection = flags["HAS_PROJ"]
+    options = dict(flags, BLOCK_B=BLOCK_B, BLOCK_U=BLOCK_U, BLOCK_K=_pow2(hidden),
+                   BLOCK_P=_pow2(hidden_out) if has_projection else 16, num_warps=NUM_WARPS)
+
+    def make_args(begin, end, sync, error, limit):
+        return (begin, end, steps, cut, b["w_hh"], b["w_hr"], b["lengths"], b["dy"], b["hs"], b["cs"], b["gates"],
+                b["aux"], b["d_gates"], b["d_n"], b["d_ht"], b["carry"], b["d_c"], b["direct"], sync, error,
+                batch, hidden, hidden_out, limit)
+
+    stages = steps * (2 if has_projection else 1) + 1
+    return _run(kernels.backward_persistent_kernel, b["dy"].device, programs(hidden, hidden_out), stages, make_args,
+                options, interpreted, forced)
