@@ -93,13 +93,13 @@ class StandInTensor:
 
 
 def import_kernels():
-    """forward.py and backward.py under their package names (same cache keys
+    """forward.py, backward.py and persistent.py under their package names (same cache keys
     as in rnnkernels), without running rnnkernels/__init__.py (it needs torch)."""
     if "rnnkernels" not in sys.modules:
         package = types.ModuleType("rnnkernels")
         package.__path__ = [os.path.join(ROOT, "rnnkernels")]
         sys.modules["rnnkernels"] = package
-    return {key: importlib.import_module(f"rnnkernels.triton_kernels.{key}") for key in ("forward", "backward")}
+    return {key: importlib.import_module(f"rnnkernels.triton_kernels.{key}") for key in ("forward", "backward", "persistent")}
 
 
 def _module(modules, key):

@@ -64,7 +64,7 @@ def choose_path(cell, batch, hidden, hidden_out, dtype):
             raise ValueError(f"RNNKERNELS_TRITON_PATH=sequence needs hidden and output sizes <= "
                              f"{SEQUENCE_MAX_WIDTH} (W_hh in one tile), got {hidden} and {hidden_out}")
         if forced == "persistent":
-            refused = persistent_launch.refusal(cell, hidden, hidden_out, dtype, is_interpreted())
+            refused = persistent_launch.refusal(cell, hidden, hidden_out, dtype, is_interpreted(), forced=True)
             if refused is not None:
                 raise ValueError(f"RNNKERNELS_TRITON_PATH=persistent cannot run this layer: {refused}")
         return forced

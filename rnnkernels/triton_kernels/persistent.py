@@ -56,29 +56,35 @@ import triton
 import triton.language as tl
 
 from .backward import _projection_carry, backward_carry_tile, backward_cell_tile
-from .forward import _load_rows, _store_rows, forward_cell_tile
+from .forward import _load_rows, _store_rows, forward_cell_update
 from .grid_sync import grid_barrier
 
-_NAN: tl.constexpr = tl.constexpr(float("nan"))
+@triton.jit
+def _stacked_unit_rows(p_w, u0, H, H_out, G: tl.constexpr, GATE_ROWS: tl.constexpr, BLOCK_U: tl.constexpr,
+                       BLOCK_K: tl.constexpr):
+    """Forward slice of W_hh [G*H, H_out] as one [GATE_ROWS, BLOCK_K] tile: row g*BLOCK_U + u
+    holds W[g*H + u0 + u, :] (GATE_ROWS = 4*BLOCK_U, a GRU's fourth gate zero; BLOCK_U for
+    G = 1); zeros where the tile overhangs H or H_out."""
+    o_r = tl.arange(0, GATE_ROWS)
+    gate = o_r // BLOCK_U
+    o_u = u0 + o_r % BLOCK_U
+    o_k = tl.arange(0, BLOCK_K)
+    mask = ((gate < G) & (o_u < H))[:, None] & (o_k < H_out)[None, :]
+    return tl.load(p_w + (gate * H + o_u)[:, None] * H_out + o_k[None, :], mask=mask, other=0.0)
 
 
 @triton.jit
-def _unit_rows_of_w(p_w, u0, H, H_out, G: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Forward slice of W_hh [G*H, H_out]: for each gate g, rows g*H + u0 + [0, BLOCK_U)
-    and all columns, transposed to [BLOCK_K, BLOCK_U] (element (k, u) = W[g*H + u0 + u, k]);
-    zeros where the tile overhangs H or H_out. One return type (see forward.py)."""
-    o_u = u0 + tl.arange(0, BLOCK_U)
-    o_k = tl.arange(0, BLOCK_K)
-    p_wt = p_w + o_u[None, :] * H_out + o_k[:, None]
-    mask = (o_k < H_out)[:, None] & (o_u < H)[None, :]
-    w0 = tl.load(p_wt, mask=mask, other=0.0)
-    w1, w2, w3 = w0, w0, w0
+def _gate_blocks(acc_t, G: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr):
+    """[GATE_ROWS, BLOCK_B] (rows as in _stacked_unit_rows) -> four [BLOCK_B, BLOCK_U]
+    blocks, gate by gate (G = 1: the one block four times)."""
+    acc = tl.trans(acc_t)
+    acc0, acc1, acc2, acc3 = acc, acc, acc, acc
     if G > 1:
-        w1 = tl.load(p_wt + H * H_out, mask=mask, other=0.0)
-        w2 = tl.load(p_wt + 2 * H * H_out, mask=mask, other=0.0)
-    if G > 3:
-        w3 = tl.load(p_wt + 3 * H * H_out, mask=mask, other=0.0)
-    return w0, w1, w2, w3
+        quad = tl.reshape(tl.permute(tl.reshape(acc, [BLOCK_B, 4, BLOCK_U]), [0, 2, 1]), [BLOCK_B, BLOCK_U, 2, 2])
+        even, odd = tl.split(quad)  # gate 2a + b: b = 0, then b = 1
+        acc0, acc2 = tl.split(even)
+        acc1, acc3 = tl.split(odd)
+    return acc0, acc1, acc2, acc3
 
 
 @triton.jit
@@ -105,7 +111,8 @@ def _poison_columns(p, rows, row_len, c0, C, BLOCK_B: tl.constexpr, BLOCK_C: tl.
     row-major [rows, row_len] buffer: the part of an output one program owns."""
     o_c = c0 + tl.arange(0, BLOCK_C)
     mask_c = o_c < C
-    nan = tl.full([BLOCK_B, BLOCK_C], _NAN, tl.float32)
+    zeros = tl.zeros([BLOCK_B, BLOCK_C], tl.float32)
+    nan = zeros / zeros  # (a global constexpr NaN fails the JIT's check that globals keep their value)
     for r0 in range(0, rows, BLOCK_B):
         o_r = r0 + tl.arange(0, BLOCK_B)
         _store_rows(p, nan, o_r, o_c, row_len, o_r < rows, mask_c)
@@ -149,17 +156,24 @@ def _forward_projection_rows(t, pid_p, wr, p_lengths, p_hs, p_y, p_aux, B, H, P,
 
 
 @triton.jit
-def _forward_cell_rows(t, pid, p_xg, p_w, p_bhn, p_lengths, p_hs, p_cs, p_y, p_gates, p_aux,
-                       B, H, H_out, S, w0, w1, w2, w3,
+def _forward_cell_rows(t, pid, p_xg, p_bhn, p_lengths, p_hs, p_cs, p_y, p_gates, p_aux, B, H, H_out, S, w_t,
                        CELL: tl.constexpr, G: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_BHN: tl.constexpr,
                        HAS_PROJ: tl.constexpr, SAVE: tl.constexpr, ACC: tl.constexpr, PRECISION: tl.constexpr,
                        BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Step t's cell for units pid*BLOCK_U.., every block of rows (the W slice stays put)."""
+    """Step t's cell for units pid*BLOCK_U.., every block of rows. The product runs
+    units-as-M, w_t [GATE_ROWS, BLOCK_K] @ h_{t-1}^T [BLOCK_K, BLOCK_B]: with all
+    gates stacked, 64 rows fill a Hopper warpgroup MMA whose operands stay in
+    shared memory, and the batch needs padding only to 16."""
+    o_k = tl.arange(0, BLOCK_K)
+    p_h_prev = p_hs + (t % S) * B * H_out
     for pid_b in range(0, tl.cdiv(B, BLOCK_B)):
-        forward_cell_tile(t, pid_b, pid, p_xg, p_w, p_bhn, p_lengths, p_hs, p_cs, p_y, p_gates, p_aux,
-                          B, H, H_out, S, w0, w1, w2, w3,
-                          CELL, G, HAS_LENGTHS, HAS_BHN, HAS_PROJ, SAVE, ACC, PRECISION, True,
-                          BLOCK_B, BLOCK_U, BLOCK_K)
+        o_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+        b_h = _load_rows(p_h_prev, o_b, o_k, H_out, o_b < B, o_k < H_out)
+        acc_t = tl.dot(w_t, tl.trans(b_h), input_precision=PRECISION, out_dtype=ACC)
+        acc0, acc1, acc2, acc3 = _gate_blocks(acc_t, G, BLOCK_B, BLOCK_U)
+        forward_cell_update(t, pid_b, pid, acc0, acc1, acc2, acc3,
+                            p_xg, p_bhn, p_lengths, p_hs, p_cs, p_y, p_gates, p_aux, B, H, H_out, S,
+                            CELL, G, HAS_LENGTHS, HAS_BHN, HAS_PROJ, SAVE, ACC, BLOCK_B, BLOCK_U)
 
 
 # Stage bounds and sizes that change with every call are not specialized.
@@ -177,7 +191,7 @@ def forward_persistent_kernel(stage_begin, stage_end,
     cdiv(H_out, BLOCK_U) with a projection. Buffers as forward.forward_step_kernel;
     p_w_hr: W_hr [H_out, H] (HAS_PROJ). BLOCK_K >= H_out, BLOCK_H >= H (HAS_PROJ)."""
     pid = tl.program_id(0)
-    w0, w1, w2, w3 = _unit_rows_of_w(p_w, pid * BLOCK_U, H, H_out, G, BLOCK_U, BLOCK_K)
+    w_t = _stacked_unit_rows(p_w, pid * BLOCK_U, H, H_out, G, BLOCK_U * (4 if G > 1 else 1), BLOCK_U, BLOCK_K)
     if HAS_PROJ:  # rows o of W_hr, transposed: [BLOCK_H (units), BLOCK_U (outputs)]
         o_o = pid * BLOCK_U + tl.arange(0, BLOCK_U)
         o_h = tl.arange(0, BLOCK_H)
@@ -189,15 +203,15 @@ def forward_persistent_kernel(stage_begin, stage_end,
         if HAS_PROJ:
             t = s // 2
             if s % 2 == 0:
-                _forward_cell_rows(t, pid, p_xg, p_w, p_bhn, p_lengths, p_hs, p_cs, p_y, p_gates, p_aux,
-                                   B, H, H_out, S, w0, w1, w2, w3, CELL, G, HAS_LENGTHS, HAS_BHN, HAS_PROJ,
+                _forward_cell_rows(t, pid, p_xg, p_bhn, p_lengths, p_hs, p_cs, p_y, p_gates, p_aux,
+                                   B, H, H_out, S, w_t, CELL, G, HAS_LENGTHS, HAS_BHN, HAS_PROJ,
                                    SAVE, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_K)
             else:
                 _forward_projection_rows(t, pid, wr, p_lengths, p_hs, p_y, p_aux, B, H, H_out, S,
                                          HAS_LENGTHS, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_H)
         else:
-            _forward_cell_rows(s, pid, p_xg, p_w, p_bhn, p_lengths, p_hs, p_cs, p_y, p_gates, p_aux,
-                               B, H, H_out, S, w0, w1, w2, w3, CELL, G, HAS_LENGTHS, HAS_BHN, HAS_PROJ,
+            _forward_cell_rows(s, pid, p_xg, p_bhn, p_lengths, p_hs, p_cs, p_y, p_gates, p_aux,
+                               B, H, H_out, S, w_t, CELL, G, HAS_LENGTHS, HAS_BHN, HAS_PROJ,
                                SAVE, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_K)
         ok = _barrier_after(s, stage_begin, stage_end, ok, p_sync, limit, BARRIER, USE_CLOCK)
         s += 1

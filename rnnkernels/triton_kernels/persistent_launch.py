@@ -49,8 +49,13 @@ import triton
 from . import grid_sync
 from . import persistent as kernels
 
-# Units (and projection outputs) per program; rows per tl.dot (its M minimum).
+# Units (and projection outputs) per program, and rows of the batch per tl.dot
+# (its minimum). The forward stacks the gates of its units as the MMA's M
+# side (persistent.py), so a single-gate RNN takes 64 units per program on a
+# GPU to fill a Hopper warpgroup's 64 rows; under the interpreter every cell
+# takes 16, so small layers span several programs.
 BLOCK_U = 16
+RNN_FORWARD_BLOCK_U = 64
 BLOCK_B = 16
 # Assumed SM count where no GPU can be asked (recording for the compile gate): H100 SXM / H200.
 ASSUMED_SMS = 132
@@ -66,21 +71,33 @@ TIMEOUT_NS = grid_sync.TIMEOUT_NS
 last_refusal = None
 
 
+def cell_name(code):
+    return ("lstm", "gru", "rnn_tanh", "rnn_relu")[code]
+
+
 def _pow2(n):
     return max(16, triton.next_power_of_2(n))
 
 
-def programs(hidden, hidden_out):
-    """P, the number of programs (one per 16 units, or per 16 projection outputs)."""
-    return max(triton.cdiv(hidden, BLOCK_U), triton.cdiv(hidden_out, BLOCK_U))
+def block_u(cell, backward, interpreted):
+    """Units (and projection outputs) per program."""
+    if cell in ("rnn_tanh", "rnn_relu") and not backward and not interpreted:
+        return RNN_FORWARD_BLOCK_U
+    return BLOCK_U
+
+
+def programs(hidden, hidden_out, units=None):
+    """P, the number of programs: one per `units` (default BLOCK_U) units or projection outputs."""
+    units = units or BLOCK_U
+    return max(triton.cdiv(hidden, units), triton.cdiv(hidden_out, units))
 
 
 def resident_bytes(cell, hidden, hidden_out, dtype, has_projection):
     """The larger of forward's and backward's per-program resident weights, in bytes."""
     gates = {"lstm": 4, "gru": 3}.get(cell, 1)
     size = torch.empty((), dtype=dtype).element_size()
-    projection = _pow2(hidden) * BLOCK_U if has_projection else 0
-    forward = gates * _pow2(hidden_out) * BLOCK_U + projection
+    units = block_u(cell, False, False)
+    forward = (4 if gates > 1 else 1) * units * _pow2(hidden_out) + (_pow2(hidden) * units if has_projection else 0)
     backward = gates * _pow2(hidden) * BLOCK_U + (_pow2(hidden_out) * BLOCK_U if has_projection else 0)
     return max(forward, backward) * size
 
@@ -92,8 +109,10 @@ def sm_count():
     return ASSUMED_SMS
 
 
-def refusal(cell, hidden, hidden_out, dtype, interpreted):
-    """Why the model does not take the persistent path for this layer, or None."""
+def refusal(cell, hidden, hidden_out, dtype, interpreted, forced=False):
+    """Why the model does not take the persistent path for this layer, or None.
+    A forced path is refused only where the grid cannot fit the SMs (the launch
+    checks the compiled kernel's resources); `auto` also keeps to RESIDENT_BUDGET."""
     if interpreted:
         return None  # the launch-per-stage form has no residency limits
     has_projection = hidden_out != hidden
@@ -101,7 +120,7 @@ def refusal(cell, hidden, hidden_out, dtype, interpreted):
     if count > sms:
         return f"it needs {count} programs (one per {BLOCK_U} units), more than the GPU's {sms} SMs"
     need, budget = resident_bytes(cell, hidden, hidden_out, dtype, has_projection), RESIDENT_BUDGET[dtype]
-    if need > budget:
+    if need > budget and not forced:
         return (f"each program would hold {need} bytes of weights, over the {budget} bytes "
                 f"admitted for {dtype} (RESIDENT_BUDGET)")
     return None
@@ -228,7 +247,8 @@ def forward(sizes, flags, buffers, interpreted, forced):
     steps, batch, hidden, hidden_out, slots = sizes
     b = buffers
     has_projection = flags["HAS_PROJ"]
-    options = dict(flags, BLOCK_B=BLOCK_B, BLOCK_U=BLOCK_U, BLOCK_K=_pow2(hidden_out),
+    units = block_u(cell_name(flags["CELL"]), False, interpreted)
+    options = dict(flags, BLOCK_B=BLOCK_B, BLOCK_U=units, BLOCK_K=_pow2(hidden_out),
                    BLOCK_H=_pow2(hidden) if has_projection else 16, num_warps=NUM_WARPS)
 
     def make_args(begin, end, sync, error, limit):
@@ -236,8 +256,8 @@ def forward(sizes, flags, buffers, interpreted, forced):
                 b["gates"], b["aux"], sync, error, steps, batch, hidden, hidden_out, slots, limit)
 
     stages = steps * (2 if has_projection else 1)
-    return _run(kernels.forward_persistent_kernel, b["xg"].device, programs(hidden, hidden_out), stages, make_args,
-                options, interpreted, forced)
+    return _run(kernels.forward_persistent_kernel, b["xg"].device, programs(hidden, hidden_out, units), stages,
+                make_args, options, interpreted, forced)
 
 
 def backward(sizes, cut, flags, buffers, interpreted, forced):
