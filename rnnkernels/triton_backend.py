@@ -26,15 +26,21 @@ def _import_problem():
 
 class TritonBackend:
     name = "triton"
-    paths = ("step", "step-graph", "sequence")
+    paths = ("step", "step-graph", "sequence", "persistent")
 
     def kernel_path(self, cell, xg, w_hh, w_hr):
         """The path forward takes (launch.choose_path: shapes, dtype and
-        RNNKERNELS_TRITON_PATH only; no launch, no sync)."""
-        from .triton_kernels.launch import choose_path
+        RNNKERNELS_TRITON_PATH only; no launch, no sync); the persistent path
+        with its forward's number of programs, e.g. 'persistent(P=3)'."""
+        from .triton_kernels import persistent_launch
+        from .triton_kernels.launch import choose_path, is_interpreted
 
         hidden = xg.shape[2] // CELL_GATES[cell]
-        return choose_path(cell, xg.shape[1], hidden, w_hh.shape[1], xg.dtype)
+        path = choose_path(cell, xg.shape[1], hidden, w_hh.shape[1], xg.dtype)
+        if path == "persistent":
+            units = persistent_launch.block_u(cell, False, is_interpreted())
+            return f"persistent(P={persistent_launch.programs(hidden, w_hh.shape[1], units)})"
+        return path
 
     @property
     def emulated(self):

@@ -111,8 +111,7 @@ def _poison_columns(p, rows, row_len, c0, C, BLOCK_B: tl.constexpr, BLOCK_C: tl.
     row-major [rows, row_len] buffer: the part of an output one program owns."""
     o_c = c0 + tl.arange(0, BLOCK_C)
     mask_c = o_c < C
-    zeros = tl.zeros([BLOCK_B, BLOCK_C], tl.float32)
-    nan = zeros / zeros  # (a global constexpr NaN fails the JIT's check that globals keep their value)
+    nan = tl.full([BLOCK_B, BLOCK_C], float("nan"), tl.float32)
     for r0 in range(0, rows, BLOCK_B):
         o_r = r0 + tl.arange(0, BLOCK_B)
         _store_rows(p, nan, o_r, o_c, row_len, o_r < rows, mask_c)

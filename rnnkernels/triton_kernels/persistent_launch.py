@@ -168,7 +168,8 @@ def raise_pending_error(device):
     flag.reset()
     raise RuntimeError(
         "rnnkernels triton backend: a persistent kernel's grid barrier timed out on "
-        f"{device} in an earlier call (a program waited {TIMEOUT_NS / 1e9:g} s for the others); that "
+        f"{device} in an earlier call (a program waited for the others past the bound, {TIMEOUT_NS / 1e9:g} s "
+        "on a GPU); that "
         "call's outputs were filled with NaN. Set RNNKERNELS_TRITON_PATH=step to avoid the "
         "persistent path, or RNNKERNELS_TRITON_SYNC_CHECK=1 to have the failing call itself raise.")
 
