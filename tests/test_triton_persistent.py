@@ -197,10 +197,14 @@ def test_path_rule_on_a_gpu(monkeypatch):
     assert launch.choose_path("lstm", 16, 32, 32, torch.bfloat16) == "sequence"
     assert launch.choose_path("lstm", 16, 256, 256, torch.bfloat16) == "persistent"
     assert launch.choose_path("gru", 64, 512, 512, torch.float16) == "persistent"
+    assert launch.choose_path("lstm", 16, 1024, 1024, torch.bfloat16) == "persistent"
+    assert launch.choose_path("lstm", 16, 1024, 1024, torch.float64) == "step-graph", "fp64: forced only"
     assert launch.choose_path("lstm", 16, 4096, 4096, torch.bfloat16) == "step-graph", "more programs than SMs"
+    monkeypatch.setattr(torch.backends.cudnn.rnn, "fp32_precision", "tf32")
     big = next(h for h in (256, 512, 1024, 2048)
                if persistent_launch.resident_bytes("lstm", h, h, torch.float32, False)
-               > persistent_launch.RESIDENT_BUDGET[torch.float32])
+               > persistent_launch.RESIDENT_BUDGET["tf32"])
+    assert launch.choose_path("lstm", 16, big // 2, big // 2, torch.float32) == "persistent"
     assert launch.choose_path("lstm", 16, big, big, torch.float32) == "step-graph", "over the budget"
     monkeypatch.setenv("RNNKERNELS_TRITON_PATH", "persistent")
     assert launch.choose_path("lstm", 16, big, big, torch.float32) == "persistent", "forced: the launch checks"

@@ -48,6 +48,7 @@ import triton
 
 from . import grid_sync
 from . import persistent as kernels
+from .precision import rnn_fp32_precision
 
 # Units (and projection outputs) per program, and rows of the batch per tl.dot
 # (its minimum). The forward stacks the gates of its units as the MMA's M
@@ -59,10 +60,23 @@ RNN_FORWARD_BLOCK_U = 64
 BLOCK_B = 16
 # Assumed SM count where no GPU can be asked (recording for the compile gate): H100 SXM / H200.
 ASSUMED_SMS = 132
-# Per-program resident weight bytes that `auto` admits (see the module docstring).
-RESIDENT_BUDGET = {torch.float16: 64 * 1024, torch.bfloat16: 64 * 1024, torch.float32: 64 * 1024,
-                   torch.float64: 32 * 1024}
-NUM_WARPS = 4
+# Per-program resident weight bytes that `auto` admits, by the precision of the
+# products (see the module docstring). Measured with the compile gate, sm_90,
+# triton 3.9, at the warps and stages below: 16-bit and TF32 slices up to
+# 128 KiB (LSTM H = 1024 in 16 bits, 512 in TF32) compiled spill-free within
+# shared memory; IEEE fp32 dots run on FMA units with their operands in
+# registers and spilled past 32 KiB; fp64 spilled with a projection already
+# at 32 KiB, so `auto` leaves fp64 to the step path (forcing still runs it,
+# behind the launch's residency check).
+RESIDENT_BUDGET = {"float16": 128 * 1024, "bfloat16": 128 * 1024, "tf32": 128 * 1024, "ieee": 32 * 1024,
+                   "float64": 0}
+# Launch options: the forward's h loads are pipelined two deep (three stages
+# put a 16-bit LSTM at H = 1024 1 KiB over the 227 KiB of shared memory); the
+# backward's per-gate products (batch as M, mma.sync) need 8 warps to stay
+# spill-free at 512 columns of fp32.
+FORWARD_NUM_WARPS = 4
+FORWARD_NUM_STAGES = 2
+BACKWARD_NUM_WARPS = 8
 # Test knobs for the interpreter (module docstring).
 INTERPRETER_BARRIER = False
 INTERPRETER_POLLS = grid_sync.INTERPRETER_POLLS
@@ -119,11 +133,19 @@ def refusal(cell, hidden, hidden_out, dtype, interpreted, forced=False):
     count, sms = programs(hidden, hidden_out), sm_count()
     if count > sms:
         return f"it needs {count} programs (one per {BLOCK_U} units), more than the GPU's {sms} SMs"
-    need, budget = resident_bytes(cell, hidden, hidden_out, dtype, has_projection), RESIDENT_BUDGET[dtype]
+    kind = budget_kind(dtype)
+    need, budget = resident_bytes(cell, hidden, hidden_out, dtype, has_projection), RESIDENT_BUDGET[kind]
     if need > budget and not forced:
         return (f"each program would hold {need} bytes of weights, over the {budget} bytes "
-                f"admitted for {dtype} (RESIDENT_BUDGET)")
+                f"admitted for {kind} products (RESIDENT_BUDGET)")
     return None
+
+
+def budget_kind(dtype):
+    """RESIDENT_BUDGET's key for a layer in dtype: its name, or fp32's product precision."""
+    if dtype == torch.float32:
+        return rnn_fp32_precision()
+    return str(dtype).removeprefix("torch.")
 
 
 # ---- the error flag ----------------------------------------------------------------------------
@@ -250,7 +272,8 @@ def forward(sizes, flags, buffers, interpreted, forced):
     has_projection = flags["HAS_PROJ"]
     units = block_u(cell_name(flags["CELL"]), False, interpreted)
     options = dict(flags, BLOCK_B=BLOCK_B, BLOCK_U=units, BLOCK_K=_pow2(hidden_out),
-                   BLOCK_H=_pow2(hidden) if has_projection else 16, num_warps=NUM_WARPS)
+                   BLOCK_H=_pow2(hidden) if has_projection else 16, num_warps=FORWARD_NUM_WARPS,
+                   num_stages=FORWARD_NUM_STAGES)
 
     def make_args(begin, end, sync, error, limit):
         return (begin, end, b["xg"], b["w_hh"], b["b_hn"], b["w_hr"], b["lengths"], b["hs"], b["cs"], b["y"],
@@ -268,7 +291,7 @@ def backward(sizes, cut, flags, buffers, interpreted, forced):
     b = buffers
     has_projection = flags["HAS_PROJ"]
     options = dict(flags, BLOCK_B=BLOCK_B, BLOCK_U=BLOCK_U, BLOCK_K=_pow2(hidden),
-                   BLOCK_P=_pow2(hidden_out) if has_projection else 16, num_warps=NUM_WARPS)
+                   BLOCK_P=_pow2(hidden_out) if has_projection else 16, num_warps=BACKWARD_NUM_WARPS)
 
     def make_args(begin, end, sync, error, limit):
         return (begin, end, steps, cut, b["w_hh"], b["w_hr"], b["lengths"], b["dy"], b["hs"], b["cs"], b["gates"],
