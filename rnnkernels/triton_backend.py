@@ -98,3 +98,12 @@ class TritonBackend:
             dc_n if cell == "lstm" else None, b_hn is not None)
         return RecurrenceGrads(dxg, dw_hh, dh0, dc0 if cell == "lstm" else None,
                                db_hn if b_hn is not None else None, dw_hr if w_hr is not None else None)
+
+
+def measure_triton_barrier_floor(steps=1000, programs=0):
+    """Microseconds per empty Triton grid barrier on the current CUDA device, the
+    per-step floor of the persistent path (beside cuda_backend.measure_barrier_floor):
+    `programs` programs (0: one per SM) in one cooperative launch."""
+    from .triton_kernels.persistent_launch import measure_barrier_floor
+
+    return measure_barrier_floor(steps, programs)

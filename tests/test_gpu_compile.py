@@ -8,12 +8,16 @@ CPU tensors with the GPU's tile choices and every launch recorded, nothing
 run): every cell (lstm, lstm+proj, gru, rnn_tanh, rnn_relu) x float32 (TF32
 and IEEE), bfloat16, float16 (float64 at two sizes) x (B, H) in SHAPES x
 every path choose_path returns or can be forced to x lengths or not x
-saving for backward or not, forward and backward.
+saving for backward or not, forward and backward. The persistent path is
+recorded where the rule takes it (PERSISTENT_SHAPES add B in {16, 64} and H
+up to 1024): forced beyond the rule, the launch checks the compiled kernel's
+resources on the device and refuses what cannot be resident.
 
 What is compiled by default: a greedy cover of the distinct launches
 (`_sample`): every kernel in every dtype and fp32 precision, with every cell,
 every tile it is launched with (the sequence kernels: with every cell), and
-each optional input on, the largest tiles first. The sequence (register-resident W_hh) kernels of every cell are
+each optional input on, the largest tiles first; the persistent kernels
+with the largest tiles the rule admits for every cell x dtype x projection. The sequence (register-resident W_hh) kernels of every cell are
 among them, so the audit's failures (RESIDENT at H <= 64: "Return type
 mismatch"; lstm+proj backward_sequence_kernel at B = 64: spills) are always
 compiled. sm_90 for all of them, sm_80 for one launch of each kernel.
@@ -41,6 +45,9 @@ CELLS = [("lstm", None), ("lstm", "proj"), ("gru", None), ("rnn_tanh", None), ("
 # B = 1 and multiples of 16 are specialized; H <= 64 takes the sequence path;
 # B = 64 gives the sequence kernel its largest row tile.
 SHAPES = [(1, 18), (3, 64), (64, 32), (64, 64), (16, 768), (64, 1024)]
+# The persistent path's sizes (B = 16 and 64 are one specialization class):
+# the rule admits some of them per dtype, the largest tiles it admits among them.
+PERSISTENT_SHAPES = [(16, 256), (64, 256), (16, 512), (16, 768), (64, 768), (16, 1024), (64, 1024)]
 STEPS = 3
 # Optional inputs (constexpr flags); sampled on, where they add code.
 FLAGS = ("HAS_LENGTHS", "SAVE", "HAS_BHN")
@@ -48,7 +55,7 @@ FLAGS = ("HAS_LENGTHS", "SAVE", "HAS_BHN")
 # the step kernels: the graph's warm-up runs them directly, so the recorder
 # sees them (the capture itself records into the stand-in graph).
 PATH_KERNELS = {"step": "forward_step_kernel", "step-graph": "forward_step_kernel",
-                "sequence": "forward_sequence_kernel"}
+                "sequence": "forward_sequence_kernel", "persistent": "forward_persistent_kernel"}
 CACHE_DIR = os.path.join(compile_gate.CACHE_ROOT, "triton-gate")
 RESULTS_FILE = os.path.join(compile_gate.CACHE_ROOT, "triton-gate-results.json")
 
@@ -60,7 +67,7 @@ def _precisions(dtype):
 def _cases():
     for cell, proj in CELLS:
         for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
-            shapes = SHAPES if dtype != torch.float64 else [(3, 64), (16, 768)]
+            shapes = SHAPES + PERSISTENT_SHAPES if dtype != torch.float64 else [(3, 64), (16, 768)]
             for batch, hidden in shapes:
                 p = None if proj is None else (16 if hidden <= 64 else 256)
                 for precision in _precisions(dtype):
@@ -82,6 +89,9 @@ def recorded():
                 rule = launch.choose_path(cell, batch, hidden, proj or hidden, dtype)
                 rule_paths[case] = {rule}
                 for path in launch.PATHS:
+                    if path == "persistent" and rule != path:
+                        # forced beyond the rule, the launch's residency check (not this gate) decides
+                        continue
                     os.environ["RNNKERNELS_TRITON_PATH"] = path
                     try:
                         launch.choose_path(cell, batch, hidden, proj or hidden, dtype)
@@ -121,6 +131,8 @@ def _features(spec):
                 (k, _tile(spec))}
     if k.endswith("sequence_kernel"):  # W_hh in registers: what it costs grows with gates x tile
         features.add((k, o.get("CELL"), o.get("HAS_PROJ"), _tile(spec)))
+    if k.endswith("persistent_kernel"):  # W slices on chip: every cell x dtype x projection
+        features.add((k, o.get("CELL"), o.get("HAS_PROJ"), _tensor_dtype(spec), o.get("PRECISION")))
     return features | {(k, flag) for flag in FLAGS if o.get(flag) is True}
 
 
@@ -133,15 +145,32 @@ def _sample(specs):
         b, u, k, _ = _tile(spec)
         return (b or 0) * (u or 0) * (k or 0), sum(spec["options"].get(flag) is True for flag in FLAGS)
 
+    def add(spec):
+        first = not any(c["kernel"] == spec["kernel"] for c in chosen)
+        chosen.append(dict(spec, archs=[90, 80] if first else [90]))
+
     candidates = [(spec, _features(spec)) for spec in specs]
     chosen, seen = [], set()
     while True:
         spec, features = max(candidates, key=lambda c: (len(c[1] - seen), weight(c[0])))
         if not features - seen:
-            return chosen
-        first = not any(c["kernel"] == spec["kernel"] for c in chosen)
-        chosen.append(dict(spec, archs=[90, 80] if first else [90]))
+            break
+        add(spec)
         seen |= features
+    # persistent kernels: also the largest tiles the rule admits, per cell x dtype x projection
+    largest = {}
+    for spec in specs:
+        if spec["kernel"].endswith("persistent_kernel"):
+            o = spec["options"]
+            group = (spec["kernel"], o["CELL"], o["HAS_PROJ"], _tensor_dtype(spec), o.get("PRECISION"))
+            size = (o["BLOCK_K"] * max(o.get("BLOCK_H", 1), o.get("BLOCK_P", 1)), weight(spec)[1])
+            if group not in largest or size > largest[group][0]:
+                largest[group] = (size, spec)
+    taken = [{k: v for k, v in c.items() if k != "archs"} for c in chosen]
+    for _, spec in largest.values():
+        if spec not in taken:
+            add(spec)
+    return chosen
 
 
 def _compile(specs):

@@ -254,3 +254,17 @@ def test_every_module_kind_two_layers(kind):
 
     assert_all_close(run(ours), run(theirs))
     assert ours.last_path == "persistent(P=2)"
+
+
+@pytest.mark.parametrize("programs, completes", [(1, True), (3, False)], ids=["one_program", "three_programs"])
+def test_barrier_floor_kernel_counts_its_barriers(programs, completes):
+    """The empty barrier loop, with the real barrier under the sequential interpreter:
+    one program passes all 5 barriers; three cannot meet, and every one leaves at
+    the first barrier through the abort word, the error word set."""
+    sync = torch.zeros(2, dtype=torch.int32)
+    error = torch.zeros(1, dtype=torch.int32)
+    persistent.barrier_floor_kernel[(programs,)](5, sync, error, 7, USE_CLOCK=False)
+    if completes:
+        assert sync.tolist() == [5, 0] and error.item() == 0
+    else:
+        assert sync.tolist() == [3, 1] and error.item() == 1

@@ -312,3 +312,16 @@ def backward_persistent_kernel(stage_begin, stage_end, T, tbptt,
             if HAS_PROJ:
                 _poison_columns(p_dht, T * B, H_out, u0, H_out, BLOCK_B, BLOCK_U)
             tl.atomic_xchg(p_error, 1)
+
+
+@triton.jit(do_not_specialize=["barriers", "limit"])
+def barrier_floor_kernel(barriers, p_sync, p_error, limit, USE_CLOCK: tl.constexpr):
+    """`barriers` grid barriers and nothing else: the per-step floor of the kernels
+    above (persistent_launch.measure_barrier_floor). p_sync, p_error as above."""
+    ok = tl.full([], 1, tl.int1)
+    epoch = 1
+    while (epoch <= barriers) & ok:
+        ok = grid_barrier(p_sync, epoch, tl.num_programs(0), limit, USE_CLOCK)
+        epoch += 1
+    if ok == 0:
+        tl.atomic_xchg(p_error, 1)

@@ -301,3 +301,36 @@ def backward(sizes, cut, flags, buffers, interpreted, forced):
     stages = steps * (2 if has_projection else 1) + 1
     return _run(kernels.backward_persistent_kernel, b["dy"].device, programs(hidden, hidden_out), stages, make_args,
                 options, interpreted, forced)
+
+
+def measure_barrier_floor(steps=1000, programs=0):
+    """Microseconds per empty grid barrier (grid_sync.grid_barrier) on the current
+    CUDA device: cooperative launches of `programs` programs (0: one per SM) running
+    2*steps and `steps` barriers, timed with CUDA events, the difference divided by
+    steps so the launch overhead cancels. Syncs (a measurement, not a launch path);
+    RuntimeError without a GPU, or where a barrier timed out."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("measure_triton_barrier_floor needs a CUDA GPU")
+    device = torch.device("cuda", torch.cuda.current_device())
+    count = programs or sm_count()
+    flag = error_flag(device)
+    raise_pending_error(device)
+
+    def run(barriers):
+        sync = torch.zeros(grid_sync.SYNC_WORDS, dtype=torch.int32, device=device)
+        kernels.barrier_floor_kernel[(count,)](barriers, sync, flag.device_word, TIMEOUT_NS, USE_CLOCK=True,
+                                               num_warps=4, launch_cooperative_grid=True)
+
+    run(2)  # compiles, and loads the module
+    times = {}
+    for barriers in (steps, 2 * steps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run(barriers)
+        end.record()
+        end.synchronize()
+        times[barriers] = start.elapsed_time(end) * 1000.0  # microseconds
+    flag.publish()
+    torch.cuda.synchronize(device)
+    raise_pending_error(device)
+    return (times[2 * steps] - times[steps]) / steps
