@@ -9,9 +9,10 @@ measures it):
   and each program's resident weights (`resident_bytes`: forward W_hh rows
   [pow2(H_out), 16] x G, plus W_hr rows with a projection; backward the
   columns [pow2(H), 16] x G, plus W_hr columns) are at most
-  RESIDENT_BUDGET[dtype] bytes, the sizes that tests/test_gpu_compile.py
-  compiles spill-free within shared memory under triton 3.6 and 3.9 for
-  sm_90; elsewhere the step path runs. Layers with H, H_out <= 64 keep the
+  RESIDENT_BUDGET bytes for the products' precision (scaled down on a GPU
+  with less shared memory than sm_90), the sizes that
+  tests/test_gpu_compile.py compiles spill-free within shared memory under
+  triton 3.6 and 3.9 for sm_90; elsewhere the step path runs. Layers with H, H_out <= 64 keep the
   sequence kernel (one launch, no barrier at all).
 
 Before each GPU launch the kernel is compiled (kernel.warmup, cached by the
@@ -77,6 +78,11 @@ RESIDENT_BUDGET = {"float16": 128 * 1024, "bfloat16": 128 * 1024, "tf32": 128 * 
 FORWARD_NUM_WARPS = 4
 FORWARD_NUM_STAGES = 2
 BACKWARD_NUM_WARPS = 8
+# ... except with a projection, where 8 warps spilled 16 B at H = 512 (16-bit), 4 none.
+BACKWARD_PROJECTION_NUM_WARPS = 4
+# sm_90's opt-in shared memory per block: RESIDENT_BUDGET holds there, and
+# shrinks in proportion on a GPU with less (an A100's 163 KiB: 72 %).
+BUDGET_SHARED_MEMORY = 232448
 # Test knobs for the interpreter (module docstring).
 INTERPRETER_BARRIER = False
 INTERPRETER_POLLS = grid_sync.INTERPRETER_POLLS
@@ -123,6 +129,16 @@ def sm_count():
     return ASSUMED_SMS
 
 
+def shared_memory_share():
+    """The current GPU's opt-in shared memory per block over BUDGET_SHARED_MEMORY,
+    at most 1 (1 without a GPU)."""
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        optin = getattr(props, "shared_memory_per_block_optin", BUDGET_SHARED_MEMORY)
+        return min(1.0, optin / BUDGET_SHARED_MEMORY)
+    return 1.0
+
+
 def refusal(cell, hidden, hidden_out, dtype, interpreted, forced=False):
     """Why the model does not take the persistent path for this layer, or None.
     A forced path is refused only where the grid cannot fit the SMs (the launch
@@ -134,7 +150,8 @@ def refusal(cell, hidden, hidden_out, dtype, interpreted, forced=False):
     if count > sms:
         return f"it needs {count} programs (one per {BLOCK_U} units), more than the GPU's {sms} SMs"
     kind = budget_kind(dtype)
-    need, budget = resident_bytes(cell, hidden, hidden_out, dtype, has_projection), RESIDENT_BUDGET[kind]
+    need = resident_bytes(cell, hidden, hidden_out, dtype, has_projection)
+    budget = int(RESIDENT_BUDGET[kind] * shared_memory_share())
     if need > budget and not forced:
         return (f"each program would hold {need} bytes of weights, over the {budget} bytes "
                 f"admitted for {kind} products (RESIDENT_BUDGET)")
@@ -291,7 +308,8 @@ def backward(sizes, cut, flags, buffers, interpreted, forced):
     b = buffers
     has_projection = flags["HAS_PROJ"]
     options = dict(flags, BLOCK_B=BLOCK_B, BLOCK_U=BLOCK_U, BLOCK_K=_pow2(hidden),
-                   BLOCK_P=_pow2(hidden_out) if has_projection else 16, num_warps=BACKWARD_NUM_WARPS)
+                   BLOCK_P=_pow2(hidden_out) if has_projection else 16,
+                   num_warps=BACKWARD_PROJECTION_NUM_WARPS if has_projection else BACKWARD_NUM_WARPS)
 
     def make_args(begin, end, sync, error, limit):
         return (begin, end, steps, cut, b["w_hh"], b["w_hr"], b["lengths"], b["dy"], b["hs"], b["cs"], b["gates"],
