@@ -9,7 +9,10 @@ between programs and the truncated-BPTT cuts run as on a GPU. P is set
 through H (16 units per program): H = 13 gives 1 program, 33 gives 3, 100
 gives 7, none a multiple of 16 or of P. The barrier itself runs here with
 P = 1 (it completes) and P = 3 (the sequential interpreter cannot complete
-it: the timeout, the NaN poisoning and the error flag are what run).
+it: the timeout, the NaN poisoning and the error flag are what run), and,
+where tests/threaded_grid.py (one thread per program, branch
+issue12-threaded-executor) is present, with P = 3 and 7 in one launch:
+persistent_launch.INTERPRETER_BARRIER = True is the knob.
 """
 
 import pytest
@@ -268,3 +271,21 @@ def test_barrier_floor_kernel_counts_its_barriers(programs, completes):
         assert sync.tolist() == [5, 0] and error.item() == 0
     else:
         assert sync.tolist() == [3, 1] and error.item() == 1
+
+
+@pytest.mark.parametrize("cell, proj, hidden", [("lstm", 5, 33), ("gru", None, 100)], ids=["lstm_proj5_P3", "gru_P7"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_real_barrier_under_the_threaded_executor(cell, proj, hidden, seed, monkeypatch):
+    """The whole grid in one launch with the barrier on, one thread per program
+    (tests/threaded_grid.py, where present): unequal and empty rows, tbptt cuts."""
+    threaded = pytest.importorskip("threaded_grid", reason="tests/threaded_grid.py (the threaded executor) is absent")
+    if threaded.unsupported_reason() is not None:
+        pytest.skip(threaded.unsupported_reason())
+    monkeypatch.setattr(persistent_launch, "INTERPRETER_BARRIER", True)
+    monkeypatch.setattr(persistent_launch, "INTERPRETER_POLLS", 10**9)  # the executor's own bound ends a stall
+    inputs = make_op_inputs(cell, 4, 3, hidden, proj=proj, lengths=[4, 0, 2], seed=43)
+    expected = op_forward_backward(cell, inputs, backend="reference", tbptt=3)
+    with threaded.threaded_grid(seed=seed, kernels=("forward_persistent_kernel", "backward_persistent_kernel")) as grid:
+        actual = op_forward_backward(cell, inputs, backend="triton", tbptt=3)
+    assert_all_close(actual, expected)
+    assert [launch.kernel for launch in grid.launches] == ["forward_persistent_kernel", "backward_persistent_kernel"]
