@@ -187,9 +187,17 @@ def _compile(specs):
     return outcome
 
 
+# The Triton barrier floor's empty loop (persistent_launch.measure_barrier_floor),
+# which no launcher records: its launch as the GPU script makes it.
+_WORD = {"tensor": "int32", "align16": True}
+BARRIER_FLOOR_SPEC = {"module": "persistent", "kernel": "barrier_floor_kernel", "args": [17, _WORD, _WORD, 17],
+                      "options": {"USE_CLOCK": True, "launch_cooperative_grid": True, "num_warps": 4},
+                      "grid": [132], "archs": [90, 80]}
+
+
 @pytest.fixture(scope="module")
 def gate(recorded):
-    specs = _sample(recorded[0])
+    specs = _sample(recorded[0]) + [BARRIER_FLOOR_SPEC]
     return specs, _compile(specs)
 
 

@@ -289,3 +289,22 @@ def test_real_barrier_under_the_threaded_executor(cell, proj, hidden, seed, monk
         actual = op_forward_backward(cell, inputs, backend="triton", tbptt=3)
     assert_all_close(actual, expected)
     assert [launch.kernel for launch in grid.launches] == ["forward_persistent_kernel", "backward_persistent_kernel"]
+
+
+def test_refused_launch_raises_when_forced_and_falls_back_otherwise(monkeypatch):
+    """Past the barrier counter's int32 range (here: shrunk by pretending a huge grid)
+    the launch is refused: RuntimeError when forced, the step path with a warning
+    under `auto`."""
+    monkeypatch.setattr(persistent_launch, "INTERPRETER_BARRIER", True)
+    monkeypatch.setattr(persistent_launch, "programs", lambda hidden, hidden_out, units=None: 2**30)
+    inputs = make_op_inputs("rnn_tanh", 3, 2, 13, seed=45)
+    args = {k: None if v is None or k == "lengths" else v.detach() for k, v in inputs.items()}
+    with pytest.raises(RuntimeError, match=r"persistent, but the persistent path cannot run its 1073741824 "
+                                           r"programs on cpu: 3 stages x 1073741824 programs overflow"):
+        rnnkernels.recurrence("rnn_tanh", args["xg"], args["w_hh"], args["h0"], backend="triton")
+    monkeypatch.setattr(launch, "_forced", lambda: "")
+    monkeypatch.setattr(launch, "choose_path", lambda *a: "persistent")
+    expected = rnnkernels.recurrence("rnn_tanh", args["xg"], args["w_hh"], args["h0"], backend="reference")[0]
+    with pytest.warns(RuntimeWarning, match="running the step path instead"):
+        y = rnnkernels.recurrence("rnn_tanh", args["xg"], args["w_hh"], args["h0"], backend="triton")[0]
+    assert_all_close({"y": y}, {"y": expected})

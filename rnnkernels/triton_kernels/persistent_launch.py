@@ -263,15 +263,18 @@ def _run(kernel, device, count, stages, make_args, options, interpreted, forced)
     limit = INTERPRETER_POLLS if interpreted else TIMEOUT_NS
     args = make_args(0, stages, sync, flag.device_word, limit)
     options = dict(options, BARRIER=True, USE_CLOCK=not interpreted, launch_cooperative_grid=True)
-    if device.type == "cuda":
+    problem = None
+    if stages * count >= 2**31:  # the barrier's int32 counter reaches stages * programs
+        problem = f"{stages} stages x {count} programs overflow the barrier's int32 counter"
+    elif device.type == "cuda":
         problem = _residency_problem(kernel, args, options, count, device)
-        if problem is not None:
-            message = f"the persistent path cannot hold its {count} programs on {device}: {problem}"
-            if forced:
-                raise RuntimeError(f"rnnkernels triton backend: RNNKERNELS_TRITON_PATH=persistent, but {message}")
-            last_refusal = message
-            warnings.warn(f"rnnkernels: {message}; running the step path instead", RuntimeWarning, stacklevel=3)
-            return False
+    if problem is not None:
+        message = f"the persistent path cannot run its {count} programs on {device}: {problem}"
+        if forced:
+            raise RuntimeError(f"rnnkernels triton backend: RNNKERNELS_TRITON_PATH=persistent, but {message}")
+        last_refusal = message
+        warnings.warn(f"rnnkernels: {message}; running the step path instead", RuntimeWarning, stacklevel=3)
+        return False
     kernel[grid](*args, **options)
     flag.publish()
     if _sync_check_enabled():
