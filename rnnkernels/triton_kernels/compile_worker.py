@@ -104,7 +104,8 @@ def import_kernels():
         package = types.ModuleType("rnnkernels")
         package.__path__ = [os.path.join(ROOT, "rnnkernels")]
         sys.modules["rnnkernels"] = package
-    return {key: importlib.import_module(f"rnnkernels.triton_kernels.{key}") for key in ("forward", "backward", "persistent")}
+    return {key: importlib.import_module(f"rnnkernels.triton_kernels.{key}")
+            for key in ("forward", "backward", "persistent")}
 
 
 def _module(modules, key):

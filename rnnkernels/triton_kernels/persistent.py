@@ -8,9 +8,11 @@ be followed by a step backward and the other way round.
 Forward. The grid has P programs; program p owns hidden units
 U_p = [p*BLOCK_U, (p+1)*BLOCK_U) with all G gate rows of each, so the
 pointwise update stays in the program. Before the time loop it loads its
-W_hh slice (G blocks [BLOCK_K >= H_out, BLOCK_U], transposed) once. Each step
-it reads h_{t-1} (all H_out columns, once per block of BLOCK_B rows),
-computes its gates with tl.dot (batch as the M side), applies the cell and
+W_hh slice once, its gates' rows stacked into one [4*BLOCK_U, BLOCK_K >=
+H_out] tile (compiled for sm_90 the tile stays in shared memory for the
+whole loop). Each step it reads h_{t-1} (all H_out columns, once per block
+of BLOCK_B rows), computes all its gates with one tl.dot, units as the M side
+and batch as N (a warpgroup MMA on Hopper), applies the cell and
 writes its units of h_t / y / c / gates / aux, then waits at the grid
 barrier, after which every program's h_t is visible to all. An LSTM with a
 projection takes two phases per step: the cell phase writes m = o*tanh(c)
@@ -58,6 +60,7 @@ import triton.language as tl
 from .backward import _projection_carry, backward_carry_tile, backward_cell_tile
 from .forward import _load_rows, _store_rows, forward_cell_update
 from .grid_sync import grid_barrier
+
 
 @triton.jit
 def _stacked_unit_rows(p_w, u0, H, H_out, G: tl.constexpr, GATE_ROWS: tl.constexpr, BLOCK_U: tl.constexpr,
