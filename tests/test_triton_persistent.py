@@ -308,3 +308,15 @@ def test_refused_launch_raises_when_forced_and_falls_back_otherwise(monkeypatch)
     with pytest.warns(RuntimeWarning, match="running the step path instead"):
         y = rnnkernels.recurrence("rnn_tanh", args["xg"], args["w_hh"], args["h0"], backend="triton")[0]
     assert_all_close({"y": y}, {"y": expected})
+
+
+def test_first_call_inside_a_graph_capture_is_refused(monkeypatch):
+    """The error flag's pinned host word cannot be allocated while capturing: a
+    first persistent call inside a capture is refused (forced: RuntimeError)."""
+    monkeypatch.setattr(persistent_launch, "INTERPRETER_BARRIER", True)
+    monkeypatch.setattr(persistent_launch, "_FLAGS", {})
+    monkeypatch.setattr(persistent_launch, "_capturing", lambda device: True)
+    inputs = make_op_inputs("rnn_tanh", 3, 2, 13, seed=47)
+    args = {k: None if v is None or k == "lengths" else v.detach() for k, v in inputs.items()}
+    with pytest.raises(RuntimeError, match="error flag is created by a first call outside any graph capture"):
+        rnnkernels.recurrence("rnn_tanh", args["xg"], args["w_hh"], args["h0"], backend="triton")

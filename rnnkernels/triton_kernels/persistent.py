@@ -49,6 +49,13 @@ every program leaves the loop at that barrier, writes NaN into everything it
 owns (so no partial result passes for a result) and sets the error word
 `p_error[0]` to 1, which the launcher reports (persistent_launch.py).
 
+The time loop is a `while` on purpose: Triton's software pipeliner
+transforms `for` loops only, so no load of the next step's h (dG) can be
+issued ahead of the barrier that publishes it; only the loop over row
+blocks inside a step is pipelined (its loads read this step's data). A
+program whose barrier failed leaves the loop and never arrives again, so
+the others' counts are not inflated by it.
+
 p_sync: int32 [grid_sync.SYNC_WORDS], zeroed by the launcher; p_error: int32
 [1], sticky, reset only by the launcher. `limit`: the barrier's time bound
 (grid_sync.grid_barrier). Offsets are int32 (checks.check_index_range).

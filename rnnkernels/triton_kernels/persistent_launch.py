@@ -247,10 +247,20 @@ def _residency_problem(kernel, args, options, count, device):
 
 # ---- launching ---------------------------------------------------------------------------------
 
+def _refuse(problem, count, device, forced):
+    """RuntimeError when the path was forced; else False (the step path runs), warned."""
+    global last_refusal
+    message = f"the persistent path cannot run its {count} programs on {device}: {problem}"
+    if forced:
+        raise RuntimeError(f"rnnkernels triton backend: RNNKERNELS_TRITON_PATH=persistent, but {message}")
+    last_refusal = message
+    warnings.warn(f"rnnkernels: {message}; running the step path instead", RuntimeWarning, stacklevel=4)
+    return False
+
+
 def _run(kernel, device, count, stages, make_args, options, interpreted, forced):
     """Run stages [0, stages) of kernel on a grid of `count` programs; False if
     the GPU cannot hold the grid and the path was not forced."""
-    global last_refusal
     grid = (count,)
     if interpreted and not INTERPRETER_BARRIER:
         unused = torch.zeros(grid_sync.SYNC_WORDS, dtype=torch.int32, device=device)
@@ -258,23 +268,23 @@ def _run(kernel, device, count, stages, make_args, options, interpreted, forced)
             kernel[grid](*make_args(stage, stage + 1, unused, unused, 0), BARRIER=False, USE_CLOCK=False,
                          **options)
         return True
+    problem = None
+    if str(device) not in _FLAGS and _capturing(device):
+        # pinned host memory cannot be allocated while a graph is being captured
+        problem = "its error flag is created by a first call outside any graph capture"
+    elif stages * count >= 2**31:  # the barrier's int32 counter reaches stages * programs
+        problem = f"{stages} stages x {count} programs overflow the barrier's int32 counter"
+    if problem is not None:
+        return _refuse(problem, count, device, forced)
     flag = error_flag(device)
     sync = torch.zeros(grid_sync.SYNC_WORDS, dtype=torch.int32, device=device)  # an async fill
     limit = INTERPRETER_POLLS if interpreted else TIMEOUT_NS
     args = make_args(0, stages, sync, flag.device_word, limit)
     options = dict(options, BARRIER=True, USE_CLOCK=not interpreted, launch_cooperative_grid=True)
-    problem = None
-    if stages * count >= 2**31:  # the barrier's int32 counter reaches stages * programs
-        problem = f"{stages} stages x {count} programs overflow the barrier's int32 counter"
-    elif device.type == "cuda":
+    if device.type == "cuda":
         problem = _residency_problem(kernel, args, options, count, device)
-    if problem is not None:
-        message = f"the persistent path cannot run its {count} programs on {device}: {problem}"
-        if forced:
-            raise RuntimeError(f"rnnkernels triton backend: RNNKERNELS_TRITON_PATH=persistent, but {message}")
-        last_refusal = message
-        warnings.warn(f"rnnkernels: {message}; running the step path instead", RuntimeWarning, stacklevel=3)
-        return False
+        if problem is not None:
+            return _refuse(problem, count, device, forced)
     kernel[grid](*args, **options)
     flag.publish()
     if _sync_check_enabled():
