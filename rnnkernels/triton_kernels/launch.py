@@ -17,10 +17,11 @@ from . import backward as bwd
 from . import checks
 from . import forward as fwd
 from . import graphs
+from . import persistent_launch
 from .precision import rnn_fp32_precision
 
 CELL_CODES = {"lstm": fwd.LSTM, "gru": fwd.GRU, "rnn_tanh": fwd.RNN_TANH, "rnn_relu": fwd.RNN_RELU}
-PATHS = ("step", "step-graph", "sequence")
+PATHS = ("step", "step-graph", "sequence", "persistent")
 
 # The sequence kernel holds all of W_hh in one register tile for the whole
 # sequence (one program per block of rows, no launch per step): it exists only
@@ -28,8 +29,12 @@ PATHS = ("step", "step-graph", "sequence")
 # the persistent kernels land); a W_hh streamed from L2 by one program spilled
 # and ran on one SM. On a GPU the step path's loop runs captured in a CUDA
 # graph ('step-graph', graphs.py); under the interpreter the loop launches
-# directly ('step'). RNNKERNELS_TRITON_PATH = step | step-graph | sequence
-# forces a path (step-graph on CPU tensors replays fake_graph.FakeGraph).
+# directly ('step'). Between the two, on a GPU, the 'persistent' path
+# (persistent.py, persistent_launch.py: the whole sequence in one cooperative
+# launch, W_hh spread over the SMs) runs where its model admits the layer.
+# RNNKERNELS_TRITON_PATH = step | step-graph | sequence | persistent forces a
+# path (step-graph on CPU tensors replays fake_graph.FakeGraph; persistent
+# under the interpreter launches each stage on its own).
 SEQUENCE_MAX_WIDTH = 64
 
 
@@ -43,20 +48,33 @@ def is_interpreted():
     return _KERNELS_INTERPRETED
 
 
+def _forced():
+    return os.environ.get("RNNKERNELS_TRITON_PATH", "")
+
+
 def choose_path(cell, batch, hidden, hidden_out, dtype):
-    """'sequence', 'step-graph' or 'step' for a layer of these sizes (pure: no launch, no sync)."""
+    """'sequence', 'persistent', 'step-graph' or 'step' for a layer of these sizes
+    (pure: no launch, no sync)."""
     fits = max(hidden, hidden_out) <= SEQUENCE_MAX_WIDTH
-    forced = os.environ.get("RNNKERNELS_TRITON_PATH", "")
+    forced = _forced()
     if forced:
         if forced not in PATHS:
             raise ValueError(f"RNNKERNELS_TRITON_PATH must be one of {', '.join(PATHS)}, got {forced!r}")
         if forced == "sequence" and not fits:
             raise ValueError(f"RNNKERNELS_TRITON_PATH=sequence needs hidden and output sizes <= "
                              f"{SEQUENCE_MAX_WIDTH} (W_hh in one tile), got {hidden} and {hidden_out}")
+        if forced == "persistent":
+            refused = persistent_launch.refusal(cell, hidden, hidden_out, dtype, is_interpreted(), forced=True)
+            if refused is not None:
+                raise ValueError(f"RNNKERNELS_TRITON_PATH=persistent cannot run this layer: {refused}")
         return forced
     if fits:
         return "sequence"
-    return "step" if is_interpreted() else "step-graph"
+    if is_interpreted():
+        return "step"
+    if persistent_launch.refusal(cell, hidden, hidden_out, dtype, False) is None:
+        return "persistent"
+    return "step-graph"
 
 
 # The largest tile edge of the step kernels; None picks 32 on a GPU (a step's
@@ -113,6 +131,7 @@ def forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, save):
     """y [T, B, H_out], h_n, c_n (empty unless lstm), and hs, cs, gates, aux (see forward.py)."""
     checks.check_forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths)
     checks.check_length_values(lengths, xg.shape[0])
+    persistent_launch.raise_pending_error(xg.device)
     steps, batch, gate_width = xg.shape
     g = CELL_GATES[cell]
     hidden, hidden_out = gate_width // g, w_hh.shape[1]
@@ -144,7 +163,14 @@ def forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, save):
                 dummy if lengths is None else lengths, hs, cs if cell == "lstm" else dummy, y,
                 gates if save else dummy, aux if aux.numel() else dummy)
     rows = triton.cdiv(batch, block_b)
-    if path == "sequence":  # steps >= 1: check_forward refuses empty sequences
+    if path == "persistent" and not persistent_launch.forward(
+            (steps, batch, hidden, hidden_out, slots), flags,
+            dict(zip(_FORWARD_BUFFERS, pointers), w_hr=dummy if w_hr is None else w_hr),
+            is_interpreted(), _forced() == "persistent"):
+        path = "step-graph"  # the GPU cannot hold the grid (persistent_launch warned)
+    if path == "persistent":
+        pass  # it ran in the condition above
+    elif path == "sequence":  # steps >= 1: check_forward refuses empty sequences
         fwd.forward_sequence_kernel[(rows,)](
             steps, *pointers[:3], dummy if w_hr is None else w_hr, *pointers[3:],
             batch, hidden, hidden_out, slots, **flags, **tiles,
@@ -220,6 +246,7 @@ def backward(cell, tbptt, w_hh, w_hr, lengths, hs, cs, gates, aux, dy, dh_n, dc_
     dtype = hs.dtype
     acc = acc_dtype(dtype)
     acc_tl, precision = _numerics(dtype)
+    persistent_launch.raise_pending_error(dy.device)
     w_hh, dy = w_hh.contiguous(), dy.contiguous()
     d_gates = torch.empty_like(gates)
     d_n = gates.new_empty((steps, batch, hidden) if cell == "gru" else (1,))
@@ -238,7 +265,17 @@ def backward(cell, tbptt, w_hh, w_hr, lengths, hs, cs, gates, aux, dy, dh_n, dc_
     block_b, block_u, block_k = _tiles(batch, hidden, hidden_out, path)
     tiles = dict(BLOCK_B=block_b, BLOCK_U=block_u, BLOCK_K=block_k)
     rows = triton.cdiv(batch, block_b)
-    if path == "sequence":
+    buffers = dict(w_hh=w_hh, w_hr=dummy if w_hr is None else w_hr.contiguous(), lengths=lengths_arg, dy=dy,
+                   hs=hs, cs=cs if cell == "lstm" else dummy, gates=gates, aux=aux if aux.numel() else dummy,
+                   d_gates=d_gates, d_n=d_n, d_ht=d_ht, carry=carry, d_c=d_c, direct=direct)
+    loop_flags = dict(CELL=CELL_CODES[cell], G=g, HAS_PROJ=w_hr is not None, **flags)
+    if path == "persistent" and not persistent_launch.backward(
+            (steps, batch, hidden, hidden_out), cut, loop_flags, buffers, is_interpreted(),
+            _forced() == "persistent"):
+        path = "step-graph"  # the GPU cannot hold the grid (persistent_launch warned)
+    if path == "persistent":
+        pass  # it ran in the condition above
+    elif path == "sequence":
         bwd.backward_sequence_kernel[(rows,)](
             steps, cut, w_hh, dummy if w_hr is None else w_hr.contiguous(), lengths_arg, dy, hs,
             cs if cell == "lstm" else dummy, gates, aux if aux.numel() else dummy,
@@ -246,12 +283,8 @@ def backward(cell, tbptt, w_hh, w_hr, lengths, hs, cs, gates, aux, dy, dh_n, dc_
             CELL=CELL_CODES[cell], G=g, HAS_PROJ=w_hr is not None, **flags, **tiles,
             num_warps=_sequence_num_warps(True, block_u, w_hr is not None))
     else:
-        buffers = dict(w_hh=w_hh, w_hr=dummy if w_hr is None else w_hr.contiguous(), lengths=lengths_arg, dy=dy,
-                       hs=hs, cs=cs if cell == "lstm" else dummy, gates=gates, aux=aux if aux.numel() else dummy,
-                       d_gates=d_gates, d_n=d_n, d_ht=d_ht, carry=carry, d_c=d_c, direct=direct)
         grids = ((rows, triton.cdiv(hidden, block_u)), (rows, triton.cdiv(hidden_out, block_u)))
-        loop = functools.partial(_backward_steps, (steps, batch, hidden, hidden_out), grids, cut,
-                                 dict(CELL=CELL_CODES[cell], G=g, HAS_PROJ=w_hr is not None, **flags), tiles)
+        loop = functools.partial(_backward_steps, (steps, batch, hidden, hidden_out), grids, cut, loop_flags, tiles)
         if path == "step-graph":
             # the carries hold dh_n (dc_n) in one slot and zeros in the other; dG's buffers are all written
             reads = dict.fromkeys(("w_hh", "dy", "hs", "gates", "carry", "d_c"))
