@@ -26,7 +26,7 @@ class CpuBackend:
     name = "cpu"
     paths = ("loop",)
 
-    def kernel_path(self, cell, xg, w_hh, w_hr):
+    def kernel_path(self, cell, xg, w_hh, w_hr, lengths=None):
         return "loop"
 
     def input_projection(self, x, weight, bias):

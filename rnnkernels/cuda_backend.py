@@ -62,7 +62,7 @@ class CudaBackend(CpuBackend):
     name = "cuda"
     paths = ("step", "persistent")
 
-    def kernel_path(self, cell, xg, w_hh, w_hr):
+    def kernel_path(self, cell, xg, w_hh, w_hr, lengths=None):
         """The path forward takes (csrc/cuda/path_rule.h, from shapes and
         RNNKERNELS_CUDA_PATH; no launch, no sync). Under `auto` the device can
         still refuse the persistent kernel at launch (W_hh beyond its shared

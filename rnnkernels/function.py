@@ -256,10 +256,10 @@ def _needs_backend_saved(*tensors):
     return torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active()
 
 
-def kernel_path(backend, cell, xg, w_hh, w_hr):
+def kernel_path(backend, cell, xg, w_hh, w_hr, lengths=None):
     """The kernel path `backend` takes for this layer ('loop' for a backend with one path)."""
     path_of = getattr(backend, "kernel_path", None)
-    return "loop" if path_of is None else path_of(cell, xg, w_hh, w_hr)
+    return "loop" if path_of is None else path_of(cell, xg, w_hh, w_hr, lengths)
 
 
 def apply_recurrence(backend, cell, tbptt, xg, w_hh, h0, c0=None, b_hn=None, w_hr=None, lengths=None):

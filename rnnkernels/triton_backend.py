@@ -28,15 +28,18 @@ class TritonBackend:
     name = "triton"
     paths = ("step", "step-graph", "sequence", "persistent")
 
-    def kernel_path(self, cell, xg, w_hh, w_hr):
-        """The path forward takes (launch.choose_path: shapes, dtype and
-        RNNKERNELS_TRITON_PATH only; no launch, no sync); the persistent path
-        with its forward's number of programs, e.g. 'persistent(P=3)'."""
+    def kernel_path(self, cell, xg, w_hh, w_hr, lengths=None):
+        """The path forward takes (launch.choose_path: shapes, dtype, mode,
+        RNNKERNELS_TRITON_PATH and a measured table; no launch, no sync); the
+        persistent path with its forward's number of programs, e.g.
+        'persistent(P=3)'."""
         from .triton_kernels import persistent_launch
         from .triton_kernels.launch import choose_path, is_interpreted
 
         hidden = xg.shape[2] // CELL_GATES[cell]
-        path = choose_path(cell, xg.shape[1], hidden, w_hh.shape[1], xg.dtype)
+        training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (xg, w_hh, w_hr))
+        path = choose_path(cell, xg.shape[1], hidden, w_hh.shape[1], xg.dtype, xg.device, xg.shape[0], training,
+                           lengths is not None)
         if path == "persistent":
             units = persistent_launch.block_u(cell, False, is_interpreted())
             return f"persistent(P={persistent_launch.programs(hidden, w_hh.shape[1], units)})"

@@ -221,3 +221,30 @@ def test_forced_path_measurements_pick_the_path_and_count_as_the_backend(tmp_pat
     assert _lookup(handoff.fastest_path, "cpu", cell="gru") is None  # no path measured: the backend's rule
     assert _lookup(handoff.torch_is_faster, "cpu", cell="gru")
     assert _lookup(handoff.fastest_path, "cpu", batch=8 * B) is None  # nothing measured near
+
+
+def test_the_triton_backend_takes_the_path_a_gpu_table_measured_fastest(tmp_path, monkeypatch):
+    """On a GPU (faked here: only the device's name and type are read), a table
+    with the suite's 'triton:<path>' measurements picks the path; where it
+    measured nothing, the stated model does; a forced path wins over both."""
+    from rnnkernels.triton_kernels import launch
+
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    records = [_record("lstm", "fwd+bwd", impl, ms, shape="long") for impl, ms in
+               (("torch.nn", 5.0), ("triton", 6.0), ("triton:step-graph", 4.0), ("triton:persistent", 7.0))]
+    source = _bench_json(tmp_path / "run.json", records, device="Fake GPU", device_type="cuda")
+    assert main(["handoff-table", source, "--out", str(folder / "gpu.json")]) == 0
+    monkeypatch.setenv("RNNKERNELS_HANDOFF_TABLES", str(folder))
+    monkeypatch.setattr(handoff, "device_name", lambda device: "Fake GPU")
+    monkeypatch.setattr(launch, "is_interpreted", lambda: False)
+    cuda = torch.device("cuda")
+    model = launch.choose_path("lstm", 16, 768, 768, torch.float32)
+    assert launch.choose_path("lstm", 16, 768, 768, torch.float32, cuda, 1024, True) == "step-graph"
+    assert launch.choose_path("lstm", 16, 768, 768, torch.float32, cuda, 1024, False) == model  # fwd: unmeasured
+    assert launch.choose_path("lstm", 16, 768, 768, torch.float32, cuda, 100, True) == model  # 10x fewer steps
+    monkeypatch.setenv("RNNKERNELS_TRITON_PATH", "step")
+    assert launch.choose_path("lstm", 16, 768, 768, torch.float32, cuda, 1024, True) == "step"
+    # the backend counts as fast as the path it takes: torch.nn (5 ms) is slower than step-graph (4 ms)
+    assert not handoff.torch_is_faster("cuda", "Fake GPU", None, "triton", "lstm", "fp32", True, 1, False, False,
+                                       False, 16, 768, 1024)

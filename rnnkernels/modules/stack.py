@@ -61,7 +61,7 @@ def run_stack(module, cell, x, batch_sizes, h0, c0, dtype=None):
             xg = layout.to_steps(
                 project_input(backend, cell, layer_input, w["weight_ih"], w.get("bias_ih"),
                               w.get("bias_hh")), reverse)
-            paths.append(kernel_path(backend, cell, xg, w["weight_hh"], w.get("weight_hr")))
+            paths.append(kernel_path(backend, cell, xg, w["weight_hh"], w.get("weight_hr"), layout.lengths))
             y, h, c = apply_recurrence(
                 backend, cell, module.tbptt, xg, w["weight_hh"],
                 h0[index], None if c0 is None else c0[index],

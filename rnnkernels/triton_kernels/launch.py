@@ -52,9 +52,38 @@ def _forced():
     return os.environ.get("RNNKERNELS_TRITON_PATH", "")
 
 
-def choose_path(cell, batch, hidden, hidden_out, dtype):
+# The benchmark suite's cell names, which the hand-off tables use.
+_BENCH_CELLS = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "rnn", "rnn_relu": "rnn_relu"}
+
+
+def _runnable(path, cell, hidden, hidden_out, dtype, fits):
+    if path == "sequence":
+        return fits
+    if path == "persistent":
+        return persistent_launch.refusal(cell, hidden, hidden_out, dtype, False) is None
+    return path in PATHS
+
+
+def _measured_path(cell, batch, hidden, hidden_out, dtype, fits, device, steps, training, packed):
+    """The path a hand-off table measured fastest near this call (rnnkernels/handoff.py:
+    the suite's 'triton:<path>' implementations on this GPU), where it can run it; else None."""
+    from .. import handoff
+
+    name = handoff.dtype_name(dtype)
+    if device is None or device.type != "cuda" or name is None or steps is None:
+        return None
+    path = handoff.fastest_path("cuda", handoff.device_name(device), None, "triton", _BENCH_CELLS[cell], name,
+                                training, 1, False, packed, hidden_out != hidden, batch, hidden, steps)
+    return path if path is not None and _runnable(path, cell, hidden, hidden_out, dtype, fits) else None
+
+
+def choose_path(cell, batch, hidden, hidden_out, dtype, device=None, steps=None, training=False, packed=False):
     """'sequence', 'persistent', 'step-graph' or 'step' for a layer of these sizes
-    (pure: no launch, no sync)."""
+    (pure: no launch, no sync). RNNKERNELS_TRITON_PATH first; then, on a GPU
+    and given the call's device, steps and mode, the path a measured table
+    found fastest near it; then the stated model: the sequence kernel where
+    one tile holds W_hh, the persistent kernels where persistent_launch's
+    model admits the layer, the graph-captured step loop elsewhere."""
     fits = max(hidden, hidden_out) <= SEQUENCE_MAX_WIDTH
     forced = _forced()
     if forced:
@@ -68,10 +97,13 @@ def choose_path(cell, batch, hidden, hidden_out, dtype):
             if refused is not None:
                 raise ValueError(f"RNNKERNELS_TRITON_PATH=persistent cannot run this layer: {refused}")
         return forced
+    if is_interpreted():
+        return "sequence" if fits else "step"
+    measured = _measured_path(cell, batch, hidden, hidden_out, dtype, fits, device, steps, training, packed)
+    if measured is not None:
+        return measured
     if fits:
         return "sequence"
-    if is_interpreted():
-        return "step"
     if persistent_launch.refusal(cell, hidden, hidden_out, dtype, False) is None:
         return "persistent"
     return "step-graph"
@@ -156,7 +188,7 @@ def forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, save):
     dummy = xg.new_empty((1,))
     flags = dict(CELL=CELL_CODES[cell], G=g, HAS_LENGTHS=lengths is not None, HAS_BHN=b_hn is not None,
                  HAS_PROJ=w_hr is not None, SAVE=save, ACC=acc_tl, PRECISION=precision)
-    path = choose_path(cell, batch, hidden, hidden_out, dtype)
+    path = choose_path(cell, batch, hidden, hidden_out, dtype, xg.device, steps, save, lengths is not None)
     block_b, block_u, block_k = _tiles(batch, hidden, hidden_out, path)
     tiles = dict(BLOCK_B=block_b, BLOCK_U=block_u, BLOCK_K=block_k)
     pointers = (xg, w_hh, dummy if b_hn is None else b_hn.contiguous(),
@@ -261,7 +293,7 @@ def backward(cell, tbptt, w_hh, w_hr, lengths, hs, cs, gates, aux, dy, dh_n, dc_
     cut = tbptt if tbptt else steps + 1  # a period that never divides a step index: no cut
     lengths_arg = dummy if lengths is None else lengths
     flags = dict(HAS_LENGTHS=lengths is not None, ACC=acc_tl, PRECISION=precision)
-    path = choose_path(cell, batch, hidden, hidden_out, dtype)
+    path = choose_path(cell, batch, hidden, hidden_out, dtype, gates.device, steps, True, lengths is not None)
     block_b, block_u, block_k = _tiles(batch, hidden, hidden_out, path)
     tiles = dict(BLOCK_B=block_b, BLOCK_U=block_u, BLOCK_K=block_k)
     rows = triton.cdiv(batch, block_b)
