@@ -248,3 +248,14 @@ def test_the_triton_backend_takes_the_path_a_gpu_table_measured_fastest(tmp_path
     # the backend counts as fast as the path it takes: torch.nn (5 ms) is slower than step-graph (4 ms)
     assert not handoff.torch_is_faster("cuda", "Fake GPU", None, "triton", "lstm", "fp32", True, 1, False, False,
                                        False, 16, 768, 1024)
+
+
+def test_within_the_margin_the_call_stays(tmp_path, monkeypatch):
+    """torch.nn 3% faster is noise (handoff.MARGIN): the backend keeps the call."""
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    source = _bench_json(tmp_path / "run.json", [_record("lstm", "fwd+bwd", "torch.nn", 5.0),
+                                                 _record("lstm", "fwd+bwd", "cpu", 5.15)])
+    assert main(["handoff-table", source, "--out", str(folder / "t.json")]) == 0
+    monkeypatch.setenv("RNNKERNELS_HANDOFF_TABLES", str(folder))
+    assert not _lookup(handoff.torch_is_faster, "cpu")

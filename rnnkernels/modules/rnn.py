@@ -89,18 +89,16 @@ class _RecurrentLayers(BackendOption, TbpttOption):
         call = (device.type, handoff.device_name(device), torch.get_num_threads() if device.type == "cpu" else None)
         case = (_BENCH_CELL_OF_MODE[self.mode], name, training, self.num_layers, self.bidirectional,
                 isinstance(input, PackedSequence), self.proj_size > 0, shape[1], self.hidden_size, shape[0])
-        if not handoff.covers(*call, *case):
-            return False
         try:
-            backend = selected_backend_name("auto", device.type, dtype)
+            return handoff.hands_over(call, case, lambda: selected_backend_name("auto", device.type, dtype))
         except BackendUnavailableError:
             return False
-        return handoff.torch_is_faster(*call, backend, *case)
 
     def forward(self, input, hx=None):
         self._update_flat_weights()
         if self._hands_over(input, hx):
-            self.last_backend = self.last_path = handoff.BASELINE
+            if self.last_path != handoff.BASELINE:  # nn.Module's __setattr__ costs microseconds
+                self.last_backend = self.last_path = handoff.BASELINE
             return super().forward(input, hx)
         is_lstm = self.mode == "LSTM"
         packed = isinstance(input, PackedSequence)
