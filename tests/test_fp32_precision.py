@@ -24,18 +24,23 @@ ENUM_API = Version(Version(torch.__version__).base_version) >= Version("2.13")
 LEVELS = ("tf32", "ieee", "none")
 
 
+# Every level a test here may change, parents first: setting a parent can
+# reset its children, so they are restored after it.
+_LEVELS = (torch.backends, torch.backends.cudnn, torch.backends.cudnn.conv, torch.backends.cudnn.rnn,
+           torch.backends.cuda.matmul) if ENUM_API else ()
+
+
 @pytest.fixture
 def restore_settings():
     cudnn = torch.backends.cudnn
     if ENUM_API:
-        saved = (cudnn.rnn.fp32_precision, cudnn.fp32_precision, torch.backends.fp32_precision,
-                 torch.backends.cuda.matmul.fp32_precision)
+        saved = [level.fp32_precision for level in _LEVELS]
     else:
         saved = cudnn.allow_tf32
     yield
     if ENUM_API:
-        (cudnn.rnn.fp32_precision, cudnn.fp32_precision, torch.backends.fp32_precision,
-         torch.backends.cuda.matmul.fp32_precision) = saved
+        for level, value in zip(_LEVELS, saved):
+            level.fp32_precision = value
     else:
         cudnn.allow_tf32 = saved
 

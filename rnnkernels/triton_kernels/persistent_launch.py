@@ -47,7 +47,7 @@ import warnings
 import torch
 import triton
 
-from . import grid_sync
+from . import graphs, grid_sync
 from . import persistent as kernels
 from .precision import rnn_fp32_precision
 
@@ -194,7 +194,8 @@ def error_flag(device):
 
 
 def _capturing(device):
-    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    """A CUDA graph capture on device's stream, or the CPU tests' stand-in (fake_graph.py)."""
+    return graphs.capturing(device)
 
 
 def raise_pending_error(device):
