@@ -22,6 +22,7 @@ import torch
 
 from .floor import fill_floors
 from .flops import step_flops
+from .. import handoff
 from .implementations import BASELINE
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -35,19 +36,8 @@ def _git(*args):
         return None
 
 
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def device_name(device):
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    return handoff.device_name(device)
 
 
 def _slug(text, limit=40):

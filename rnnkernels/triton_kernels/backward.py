@@ -47,12 +47,15 @@ def _active(t, p_lengths, o_b, mask_b, HAS_LENGTHS: tl.constexpr, BLOCK_B: tl.co
 
 
 @triton.jit
-def _resident_weights_by_column(p_w, H, H_out, G: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Each gate's whole W_hh block as [BLOCK_K (units), BLOCK_O (h columns)] in
-    the input dtype (zeros where the tile overhangs); one return of one type
-    (see forward.py)."""
+def _resident_weights_by_column(p_w, o0, H, H_out, G: tl.constexpr, BLOCK_O: tl.constexpr,
+                                BLOCK_K: tl.constexpr):
+    """For each gate g, W_hh's rows g*H + [0, BLOCK_K) (units) and columns
+    o0 + [0, BLOCK_O) (h columns) as [BLOCK_K, BLOCK_O] in the input dtype,
+    zeros where the tile overhangs: the sequence kernel's whole W_hh (o0 = 0)
+    or a persistent program's slice of columns. One return of one type (see
+    forward.py)."""
     o_k = tl.arange(0, BLOCK_K)
-    o_o = tl.arange(0, BLOCK_O)
+    o_o = o0 + tl.arange(0, BLOCK_O)
     p_block = p_w + o_k[:, None] * H_out + o_o[None, :]
     mask = (o_k < H)[:, None] & (o_o < H_out)[None, :]
     w0 = tl.load(p_block, mask=mask, other=0.0)
@@ -269,7 +272,7 @@ def backward_sequence_kernel(T, tbptt, p_w, p_w_hr, p_lengths, p_dy, p_hs, p_cs,
     One tile covers W_hh (as in forward_sequence_kernel: BLOCK_U >= H units,
     BLOCK_K >= H_out columns): the weights stay in registers throughout."""
     pid_b = tl.program_id(0)
-    w0, w1, w2, w3 = _resident_weights_by_column(p_w, H, H_out, G, BLOCK_K, BLOCK_U)
+    w0, w1, w2, w3 = _resident_weights_by_column(p_w, 0, H, H_out, G, BLOCK_K, BLOCK_U)
     for step in range(0, T + 1):
         t = T - 1 - step
         if HAS_PROJ:  # the carry's columns are the H_out outputs, its reduction the H units

@@ -64,7 +64,7 @@ p_sync: int32 [grid_sync.SYNC_WORDS], zeroed by the launcher; p_error: int32
 import triton
 import triton.language as tl
 
-from .backward import _projection_carry, backward_carry_tile, backward_cell_tile
+from .backward import _projection_carry, _resident_weights_by_column, backward_carry_tile, backward_cell_tile
 from .forward import _load_rows, _store_rows, forward_cell_update
 from .grid_sync import grid_barrier
 
@@ -95,24 +95,6 @@ def _gate_blocks(acc_t, G: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_U: tl.cons
         acc0, acc2 = tl.split(even)
         acc1, acc3 = tl.split(odd)
     return acc0, acc1, acc2, acc3
-
-
-@triton.jit
-def _unit_columns_of_w(p_w, o0, H, H_out, G: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
-    """Backward slice of W_hh [G*H, H_out]: for each gate g, rows g*H + [0, BLOCK_K) and
-    columns o0 + [0, BLOCK_O), as [BLOCK_K, BLOCK_O]; zeros where the tile overhangs."""
-    o_k = tl.arange(0, BLOCK_K)
-    o_o = o0 + tl.arange(0, BLOCK_O)
-    p_block = p_w + o_k[:, None] * H_out + o_o[None, :]
-    mask = (o_k < H)[:, None] & (o_o < H_out)[None, :]
-    w0 = tl.load(p_block, mask=mask, other=0.0)
-    w1, w2, w3 = w0, w0, w0
-    if G > 1:
-        w1 = tl.load(p_block + H * H_out, mask=mask, other=0.0)
-        w2 = tl.load(p_block + 2 * H * H_out, mask=mask, other=0.0)
-    if G > 3:
-        w3 = tl.load(p_block + 3 * H * H_out, mask=mask, other=0.0)
-    return w0, w1, w2, w3
 
 
 @triton.jit
@@ -283,7 +265,7 @@ def backward_persistent_kernel(stage_begin, stage_end, T, tbptt,
     Buffers as backward.py's kernels (tbptt: the cut period, T + 1 for none).
     BLOCK_K >= H (all units of a gate), BLOCK_P >= H_out (HAS_PROJ)."""
     pid = tl.program_id(0)
-    w0, w1, w2, w3 = _unit_columns_of_w(p_w, pid * BLOCK_U, H, H_out, G, BLOCK_U, BLOCK_K)
+    w0, w1, w2, w3 = _resident_weights_by_column(p_w, pid * BLOCK_U, H, H_out, G, BLOCK_U, BLOCK_K)
     if HAS_PROJ:  # W_hr [H_out, H], columns of this program's units: [BLOCK_P, BLOCK_U]
         o_u = pid * BLOCK_U + tl.arange(0, BLOCK_U)
         o_p = tl.arange(0, BLOCK_P)
