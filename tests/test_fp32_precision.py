@@ -33,16 +33,14 @@ _LEVELS = (torch.backends, torch.backends.cudnn, torch.backends.cudnn.conv, torc
 @pytest.fixture
 def restore_settings():
     cudnn = torch.backends.cudnn
-    if ENUM_API:
-        saved = [level.fp32_precision for level in _LEVELS]
-    else:
-        saved = cudnn.allow_tf32
+    legacy = cudnn.allow_tf32
+    saved = [level.fp32_precision for level in _LEVELS]
     yield
-    if ENUM_API:
-        for level, value in zip(_LEVELS, saved):
-            level.fp32_precision = value
-    else:
-        cudnn.allow_tf32 = saved
+    # The legacy switch keeps a state of its own that the levels do not show:
+    # left off, a later read of cudnn.allow_tf32 raises (conv and RNN differ).
+    cudnn.allow_tf32 = legacy
+    for level, value in zip(_LEVELS, saved):
+        level.fp32_precision = value
 
 
 def _ops():
