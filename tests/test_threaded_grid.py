@@ -1,0 +1,179 @@
+"""The threaded grid executor (tests/threaded_grid.py) on small kernels of its own.
+
+A ring exchange with a release/acquire counter barrier per step is the model of
+a persistent kernel: each program writes its slice of step s, meets the others
+at the barrier, then reads its left neighbour's slice of step s. Step s lives
+at its own addresses (NaN until written, as the persistent kernels' y[t]), so a
+program let through the barrier too early reads NaN or a value the reference
+never had.
+"""
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton", reason="triton is not installed")
+import triton.language as tl  # noqa: E402 - after the importorskip
+
+from threaded_grid import GridStalled, threaded_grid, unsupported_reason  # noqa: E402
+
+if unsupported_reason() is not None:
+    pytest.skip(unsupported_reason(), allow_module_level=True)
+
+from triton.runtime import interpreter  # noqa: E402 - only where the executor runs
+
+PROGRAMS = 5
+STEPS = 10
+BLOCK = 4
+CORRECT_SEEDS = range(12)
+# The planted off-by-one is looked for under these schedules; MIN_CAUGHT is
+# the floor on how many must catch it (see test_off_by_one_barrier_is_caught).
+PLANTED_SEEDS = range(20)
+MIN_CAUGHT = 15
+
+
+@triton.jit
+def counter_barrier(p_counter, epoch, NUM_PROGRAMS: tl.constexpr, SHORT_BY: tl.constexpr):
+    """Arrive (release), then spin (acquire) until epoch * NUM_PROGRAMS
+    arrivals in all, less SHORT_BY (0 is correct; 1 plants the off-by-one,
+    -1 a barrier that never fills)."""
+    tl.debug_barrier()
+    tl.atomic_add(p_counter, 1, sem="release", scope="gpu")
+    target = epoch * NUM_PROGRAMS - SHORT_BY
+    arrived = tl.atomic_add(p_counter, 0, sem="acquire", scope="gpu")
+    while arrived < target:
+        arrived = tl.atomic_add(p_counter, 0, sem="acquire", scope="gpu")
+    tl.debug_barrier()
+
+
+@triton.jit
+def ring_exchange_kernel(
+    p_ring,  # [STEPS + 1, NUM_PROGRAMS, BLOCK] fp64, contiguous; row 0 the inputs, the rest NaN until written
+    p_counter,  # [1] int32 barrier counter, zero at launch
+    STEPS: tl.constexpr,
+    NUM_PROGRAMS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    SHORT_BY: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    left = (pid + NUM_PROGRAMS - 1) % NUM_PROGRAMS
+    o_block = tl.arange(0, BLOCK)
+    for step in range(1, STEPS + 1):
+        p_previous = p_ring + (step - 1) * NUM_PROGRAMS * BLOCK
+        own = tl.load(p_previous + pid * BLOCK + o_block)
+        from_left = tl.load(p_previous + left * BLOCK + o_block)
+        tl.store(p_ring + step * NUM_PROGRAMS * BLOCK + pid * BLOCK + o_block, 0.5 * own + from_left)
+        counter_barrier(p_counter, step, NUM_PROGRAMS, SHORT_BY)
+
+
+@triton.jit
+def scale_kernel(p_x, n, BLOCK: tl.constexpr):  # p_x: [n] fp64, scaled in place by (program id + 1)
+    o = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    x = tl.load(p_x + o, mask=o < n)
+    tl.store(p_x + o, x * (tl.program_id(0) + 1), mask=o < n)
+
+
+def ring_inputs(programs=PROGRAMS, steps=STEPS):
+    ring = torch.full((steps + 1, programs, BLOCK), float("nan"), dtype=torch.float64)
+    ring[0] = torch.randn(programs, BLOCK, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return ring, torch.zeros(1, dtype=torch.int32)
+
+
+def ring_reference(inputs, steps=STEPS):
+    rows = [inputs]
+    for _ in range(steps):
+        rows.append(0.5 * rows[-1] + torch.roll(rows[-1], 1, dims=0))
+    return torch.stack(rows)
+
+
+def run_ring(seed, short_by=0, programs=PROGRAMS, **options):
+    ring, counter = ring_inputs(programs)
+    with threaded_grid(seed=seed, **options) as grid:
+        ring_exchange_kernel[(programs, )](ring, counter, STEPS, programs, BLOCK, short_by)
+    return ring, counter, grid
+
+
+@pytest.mark.parametrize("seed", CORRECT_SEEDS)
+def test_ring_exchange_with_a_correct_barrier(seed):
+    ring, counter, grid = run_ring(seed)
+    torch.testing.assert_close(ring, ring_reference(ring[0]), rtol=0, atol=0, msg=f"ring values, seed {seed}")
+    assert counter.item() == STEPS * PROGRAMS, "barrier counter: one arrival per program per step"
+    (launch, ) = grid.launches
+    assert sorted(launch.programs) == list(range(PROGRAMS))
+    counter_address = counter.data_ptr()
+    for pid, program in launch.programs.items():
+        assert program.finished, f"program {pid} did not finish"
+        assert program.arrivals(counter_address) == STEPS, f"program {pid}: barrier arrivals"
+        assert all(u.sem == "RELEASE" for u in program.updates), f"program {pid}: arrivals are releases"
+
+
+def test_schedules_differ_between_seeds_and_repeat_within_one():
+    """The seed decides the interleaving; the same seed gives the same one."""
+    def schedule(seed):
+        _, _, grid = run_ring(seed)
+        (launch, ) = grid.launches
+        return launch.baton_passes, [launch.programs[pid].atomics for pid in range(PROGRAMS)]
+
+    assert schedule(3) == schedule(3)
+    assert len({tuple(map(str, schedule(seed))) for seed in range(4)}) > 1, "four seeds gave one schedule"
+
+
+def test_off_by_one_barrier_is_caught():
+    """A barrier that waits for one arrival too few lets a program through
+    before its last peer has written its slice, in most schedules: it is
+    caught when the laggard's right neighbour leaves a barrier before the
+    laggard has had the baton once, so more steps catch it more often (at
+    P=5: 8 of 20 seeds with 4 steps, 11 with 6, 18 with 10). Each seed's
+    schedule is deterministic: seeds 0-19 catch it in 18 runs every time, and
+    seeds 0-99 in blocks of 20 in 18, 20, 17, 18, 17 (90 of 100). MIN_CAUGHT
+    = 15 stays below all of those, so a change in the RNG stream that keeps
+    the odds (p = 0.9: P(caught < 15 of 20) ~ 1 %) does not flip the test,
+    while an executor that no longer interleaves (programs run one after
+    another: none caught) fails it."""
+    reference = None
+    caught = []
+    for seed in PLANTED_SEEDS:
+        ring, _, _ = run_ring(seed, short_by=1)
+        reference = ring_reference(ring[0]) if reference is None else reference
+        if not torch.equal(ring, reference):
+            caught.append(seed)
+    assert caught, "no schedule caught the planted off-by-one barrier"
+    assert len(caught) >= MIN_CAUGHT, f"off-by-one caught in only {len(caught)} of {len(PLANTED_SEEDS)}: {caught}"
+
+
+def test_barrier_that_never_fills_fails_instead_of_hanging():
+    with pytest.raises(GridStalled, match="every live program is spinning"):
+        run_ring(0, short_by=-1, max_baton_passes=2000)
+
+
+def test_withheld_program_stalls_an_unbounded_barrier():
+    with pytest.raises(GridStalled, match=r"withheld \[2\]"):
+        run_ring(0, withhold=(2, ), max_baton_passes=2000)
+
+
+def test_kernel_without_atomics_runs_every_program_once():
+    x = torch.ones(10, dtype=torch.float64)
+    with threaded_grid(seed=1) as grid:
+        scale_kernel[(3, )](x, 10, 4)
+    assert x.tolist() == [1.0] * 4 + [2.0] * 4 + [3.0] * 2, "program p scales its block by p + 1"
+    (launch, ) = grid.launches
+    assert launch.baton_passes == 0 and all(p.finished for p in launch.programs.values())
+
+
+def test_kernels_outside_the_selection_run_the_stock_way():
+    x = torch.ones(10, dtype=torch.float64)
+    with threaded_grid(seed=1, kernels=("ring_exchange_kernel", )) as grid:
+        scale_kernel[(3, )](x, 10, 4)
+    assert x[-1].item() == 3.0, "scale_kernel ran"
+    assert [launch.threaded for launch in grid.launches] == [False]
+
+
+def test_program_error_reaches_the_launcher_and_the_interpreter_is_restored():
+    stock_call = interpreter.GridExecutor.__call__
+    ring, counter = ring_inputs()
+    with pytest.raises(interpreter.InterpreterError):
+        with threaded_grid(seed=0):
+            # BLOCK=3: tl.arange raises in every program (its range must be a power of two)
+            ring_exchange_kernel[(PROGRAMS, )](ring, counter, STEPS, PROGRAMS, 3, 0)
+    assert interpreter.GridExecutor.__call__ is stock_call, "GridExecutor.__call__ restored"
+    assert "create_atomic_rmw" not in vars(interpreter.interpreter_builder), "builder atomics restored"
+    scale_kernel[(1, )](torch.ones(4, dtype=torch.float64), 4, 4)
