@@ -8,6 +8,8 @@ program let through the barrier too early reads NaN or a value the reference
 never had.
 """
 
+import threading
+
 import pytest
 import torch
 
@@ -63,6 +65,51 @@ def ring_exchange_kernel(
         from_left = tl.load(p_previous + left * BLOCK + o_block)
         tl.store(p_ring + step * NUM_PROGRAMS * BLOCK + pid * BLOCK + o_block, 0.5 * own + from_left)
         counter_barrier(p_counter, step, NUM_PROGRAMS, SHORT_BY)
+
+
+@triton.jit
+def bounded_ring_kernel(
+    p_ring,  # [STEPS + 1, NUM_PROGRAMS, BLOCK] fp64 as in ring_exchange_kernel
+    p_sync,  # [2] int32: barrier counter, then the abort word; zero at launch
+    STEPS: tl.constexpr,
+    NUM_PROGRAMS: tl.constexpr,
+    BLOCK: tl.constexpr,
+    MAX_SPINS: tl.constexpr,
+):
+    """The ring exchange behind a barrier whose spin is bounded: a program that
+    gives up sets the abort word, every program leaves when it sees it, and
+    each writes NaN over the rest of its slices (the persistent kernels'
+    timeout path, in miniature)."""
+    pid = tl.program_id(0)
+    left = (pid + NUM_PROGRAMS - 1) % NUM_PROGRAMS
+    o_block = tl.arange(0, BLOCK)
+    completed = True
+    for step in range(1, STEPS + 1):
+        p_slice = p_ring + step * NUM_PROGRAMS * BLOCK + pid * BLOCK + o_block
+        if completed:
+            p_previous = p_ring + (step - 1) * NUM_PROGRAMS * BLOCK
+            own = tl.load(p_previous + pid * BLOCK + o_block)
+            from_left = tl.load(p_previous + left * BLOCK + o_block)
+            tl.store(p_slice, 0.5 * own + from_left)
+            tl.atomic_add(p_sync, 1, sem="release", scope="gpu")
+            spins = 0
+            arrived = tl.atomic_add(p_sync, 0, sem="acquire", scope="gpu")
+            aborted = tl.atomic_add(p_sync + 1, 0, sem="acquire", scope="gpu")
+            while (arrived < step * NUM_PROGRAMS) & (aborted == 0) & (spins < MAX_SPINS):
+                arrived = tl.atomic_add(p_sync, 0, sem="acquire", scope="gpu")
+                aborted = tl.atomic_add(p_sync + 1, 0, sem="acquire", scope="gpu")
+                spins += 1
+            completed = arrived >= step * NUM_PROGRAMS
+            if not completed:
+                tl.atomic_xchg(p_sync + 1, 1, sem="release", scope="gpu")
+        if not completed:
+            tl.store(p_slice, float("nan"))
+
+
+@triton.jit
+def plain_spin_kernel(p_flag):  # p_flag: [1] int32 that nothing sets: a spin with no atomic to hand the baton on
+    while tl.load(p_flag) == 0:
+        pass
 
 
 @triton.jit
@@ -148,6 +195,38 @@ def test_barrier_that_never_fills_fails_instead_of_hanging():
 def test_withheld_program_stalls_an_unbounded_barrier():
     with pytest.raises(GridStalled, match=r"withheld \[2\]"):
         run_ring(0, withhold=(2, ), max_baton_passes=2000)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_bounded_barrier_completes_when_every_program_runs(seed):
+    ring, _ = ring_inputs()
+    sync = torch.zeros(2, dtype=torch.int32)
+    with threaded_grid(seed=seed):
+        bounded_ring_kernel[(PROGRAMS, )](ring, sync, STEPS, PROGRAMS, BLOCK, 50)
+    assert sync.tolist() == [STEPS * PROGRAMS, 0], "every arrival, no abort"
+    torch.testing.assert_close(ring, ring_reference(ring[0]), rtol=0, atol=0, msg=f"ring values, seed {seed}")
+
+
+def test_withheld_program_sends_a_bounded_barrier_down_its_abort_path():
+    ring, _ = ring_inputs()
+    sync = torch.zeros(2, dtype=torch.int32)
+    with threaded_grid(seed=5, withhold=(2, )) as grid:
+        bounded_ring_kernel[(PROGRAMS, )](ring, sync, STEPS, PROGRAMS, BLOCK, 50)
+    (launch, ) = grid.launches
+    assert launch.withheld == (2, ) and sorted(launch.programs) == [0, 1, 3, 4]
+    assert all(program.finished for program in launch.programs.values()), "the others left the barrier"
+    assert sync.tolist() == [PROGRAMS - 1, 1], "four arrivals at the first barrier, then the abort word"
+    assert torch.isnan(ring[1:]).all(), "every step after the inputs is NaN (the withheld slice never written)"
+    aborters = [pid for pid, program in launch.programs.items() if any(u.op == "XCHG" for u in program.updates)]
+    assert aborters, "some program timed out and set the abort word"
+
+
+def test_spin_without_atomics_is_stopped_by_the_wall_clock_bound():
+    with pytest.raises(GridStalled, match="without an atomic"):
+        with threaded_grid(seed=0, wall_timeout_s=0.5):
+            plain_spin_kernel[(2, )](torch.zeros(1, dtype=torch.int32))
+    spinning = [thread.name for thread in threading.enumerate() if thread.name.startswith("triton-program-")]
+    assert not spinning, f"program threads left running: {spinning}"
 
 
 def test_kernel_without_atomics_runs_every_program_once():

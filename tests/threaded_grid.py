@@ -23,6 +23,7 @@ why it cannot run with the installed triton. Never imported by the package.
 """
 
 import contextlib
+import ctypes
 import inspect
 import os
 import random
@@ -163,17 +164,18 @@ class _GridRun:
         self.done = threading.Event()
 
     def run(self):
-        threads = [threading.Thread(target=self._program, args=(pid,), name=f"triton-program-{pid}", daemon=True)
-                   for pid in self.live]
-        for thread in threads:
+        threads = {pid: threading.Thread(target=self._program, args=(pid,), name=f"triton-program-{pid}", daemon=True)
+                   for pid in self.live}
+        for thread in threads.values():
             thread.start()
         if self.live:
             self.batons[self.rng.choice(self.live)].release()
             if not self.done.wait(self.executor.wall_timeout_s):
-                self.stall = (f"program {self.holder} ran for {self.executor.wall_timeout_s:.0f} s without an atomic "
+                self.stall = (f"program {self.holder} ran for {self.executor.wall_timeout_s:g} s without an atomic "
                               "(a spin on a plain load never hands the baton on)")
                 self._abort()
-        for thread in threads:
+                _raise_in_thread(threads[self.holder], _Aborted)
+        for thread in threads.values():
             thread.join(timeout=10.0)
         if self.failure is not None:
             raise self.failure
@@ -247,6 +249,13 @@ class _GridRun:
         for baton in self.batons.values():
             baton.release()
         self.done.set()
+
+
+def _raise_in_thread(thread, exception_class):
+    """Makes `thread` raise `exception_class` at its next Python instruction:
+    the only way to stop a program that spins without ever reaching an atomic
+    (left running, it would spin on after the interpreter is restored)."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exception_class))
 
 
 def _interpreter():
@@ -377,7 +386,7 @@ def threaded_grid(seed, max_baton_passes=100_000, withhold=(), kernels=None, wal
     kernels: names of the @triton.jit functions to run threaded; others run
         the stock way (one program after another). None: every launch.
     wall_timeout_s: a program holding the baton this long without an atomic
-        ends the launch with GridStalled (its thread is left behind).
+        ends the launch with GridStalled (its thread is stopped).
 
     Yields the ThreadedGrid, whose `launches` record each launch's programs
     and their atomic updates. Raises RuntimeError where `unsupported_reason()`
