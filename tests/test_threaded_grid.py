@@ -256,3 +256,72 @@ def test_program_error_reaches_the_launcher_and_the_interpreter_is_restored():
     assert interpreter.GridExecutor.__call__ is stock_call, "GridExecutor.__call__ restored"
     assert "create_atomic_rmw" not in vars(interpreter.interpreter_builder), "builder atomics restored"
     scale_kernel[(1, )](torch.ones(4, dtype=torch.float64), 4, 4)
+
+
+# A persistent-shaped kernel (tests/persistent_standin.py): P programs own
+# slices of H units, exchange h every step through a bounded counter barrier.
+STANDIN_SHAPES = [pytest.param(3, 16, 33, id="P3-H33"), pytest.param(7, 2, 13, id="P7-H13")]
+STANDIN_LENGTHS = [5, 3, 0, 4]  # unequal rows and an empty one
+
+
+def standin_inputs(hidden, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    steps, batch = max(STANDIN_LENGTHS), len(STANDIN_LENGTHS)
+    return (0.5 * torch.randn(steps, batch, hidden, generator=g, dtype=torch.float64),
+            0.5 * torch.randn(hidden, hidden, generator=g, dtype=torch.float64),
+            0.5 * torch.randn(batch, hidden, generator=g, dtype=torch.float64),
+            torch.tensor(STANDIN_LENGTHS))
+
+
+@pytest.mark.parametrize("programs, block_u, hidden", STANDIN_SHAPES)
+@pytest.mark.parametrize("seed", range(3))
+def test_persistent_standin_matches_the_reference(programs, block_u, hidden, seed):
+    import rnnkernels
+    from persistent_standin import StandinRNN
+
+    xg, w_hh, h0, lengths = standin_inputs(hidden)
+    y_ref, h_ref, _ = rnnkernels.recurrence("rnn_tanh", xg, w_hh, h0, None, lengths=lengths, backend="reference")
+    rnn = StandinRNN(block_u)
+    assert rnn.programs(hidden) == programs
+    with threaded_grid(seed=seed) as grid:
+        y, h_n, sync = rnn.forward(xg, w_hh, h0, lengths)
+    torch.testing.assert_close(y, y_ref, msg="y")
+    torch.testing.assert_close(h_n, h_ref, msg="h_n")
+    steps = xg.shape[0]
+    assert sync.tolist() == [steps * programs, 0] and rnn.error.item() == 0, "every barrier completed"
+    (launch, ) = grid.launches
+    arrivals = {pid: program.arrivals(sync.data_ptr()) for pid, program in launch.programs.items()}
+    assert arrivals == dict.fromkeys(range(programs), steps), "every program passes one barrier per step"
+
+
+def test_persistent_standin_off_by_one_is_caught():
+    """Seeds 0-9 catch it in 7 schedules (0-19 in 16; at P=7, H=13: 14 of
+    20); each seed's schedule is deterministic, the floor of 5 leaves room
+    for a changed RNG stream."""
+    import rnnkernels
+    from persistent_standin import StandinRNN
+
+    xg, w_hh, h0, lengths = standin_inputs(33)
+    y_ref, _, _ = rnnkernels.recurrence("rnn_tanh", xg, w_hh, h0, None, lengths=lengths, backend="reference")
+    caught = []
+    for seed in range(10):
+        with threaded_grid(seed=seed):
+            y, _, _ = StandinRNN(16).forward(xg, w_hh, h0, lengths, short_by=1)
+        if not torch.allclose(y, y_ref):
+            caught.append(seed)
+    assert len(caught) >= 5, f"off-by-one caught in {caught} of 10 schedules"
+
+
+def test_persistent_standin_timeout_poisons_outputs_and_fails_the_next_call():
+    from persistent_standin import StandinRNN
+
+    xg, w_hh, h0, lengths = standin_inputs(33)
+    rnn = StandinRNN(16, max_spins=20)
+    with threaded_grid(seed=0, withhold=(1, )) as grid:
+        y, h_n, sync = rnn.forward(xg, w_hh, h0, lengths)
+    (launch, ) = grid.launches
+    assert all(program.finished for program in launch.programs.values()), "programs 0 and 2 left the barrier"
+    assert sync[1].item() == 1 and rnn.error.item() == 1, "abort word and error flag set"
+    assert torch.isnan(y).all() and torch.isnan(h_n).all(), "every output NaN (program 1's units never written)"
+    with pytest.raises(RuntimeError, match="timed out at its grid barrier"):
+        rnn.forward(xg, w_hh, h0, lengths)
