@@ -221,8 +221,8 @@ class _GridRun:
         self.trace.programs[pid].atomics += 1
         self.trace.baton_passes += 1
         if self.trace.baton_passes > self.executor.max_baton_passes:
-            self.stall = (f"no program finished within max_baton_passes={self.executor.max_baton_passes}: "
-                          "every live program is spinning")
+            self.stall = (f"no end within max_baton_passes={self.executor.max_baton_passes}: every live program "
+                          "is spinning (or the kernel needs a larger bound)")
             self._abort()
             raise _Aborted
         successor = self.rng.choice(self.live)
