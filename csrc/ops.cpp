@@ -35,4 +35,10 @@ TORCH_LIBRARY(rnnkernels, m) {
   m.def(
       "rnn_backward(Tensor dy, Tensor dh_n, Tensor w_hh, Tensor h0, Tensor? lengths, "
       "Tensor y, bool relu, int tbptt) -> (Tensor dxg, Tensor dw_hh, Tensor dh0)");
+  // The cpu backend's input projection of 16-bit layers (csrc/cpu/linear16.cpp):
+  // x [..., I], weight [O, I], bias [O] -> [..., O], float32 accumulation.
+  m.def("linear16(Tensor x, Tensor weight, Tensor? bias) -> Tensor");
+  m.def(
+      "linear16_backward(Tensor dy, Tensor x, Tensor weight, bool[3] output_mask) "
+      "-> (Tensor dx, Tensor dweight, Tensor dbias)");
 }

@@ -11,6 +11,7 @@
 
 #include "cpu/common.h"
 #include "cpu/gemm.h"
+#include "cpu/gemm16.h"
 #include "cpu/isa.h"
 
 namespace rnnkernels {
@@ -53,10 +54,23 @@ PyObject* py_cpu_isas(PyObject* /*self*/, PyObject* /*unused*/) {
   return PyUnicode_FromString(rnnkernels::supported_isas().c_str());
 }
 
+PyObject* py_cpu_16bit_features(PyObject* /*self*/, PyObject* /*unused*/) {
+  return PyUnicode_FromString(rnnkernels::cpu_16bit_features().c_str());
+}
+
 PyObject* py_cpu_gemm_path(PyObject* /*self*/, PyObject* arg) {
   const char* dtype = PyUnicode_AsUTF8(arg);
   if (dtype == nullptr) {
     return nullptr;
+  }
+  if (std::strcmp(dtype, "bfloat16") == 0 || std::strcmp(dtype, "float16") == 0) {
+    const at::ScalarType type = dtype[0] == 'b' ? at::kBFloat16 : at::kHalf;
+    try {
+      return PyUnicode_FromString(rnnkernels::gemm16_path_name(rnnkernels::gemm16_path(type)));
+    } catch (const c10::Error& error) {  // a bad RNNKERNELS_CPU_GEMM16
+      PyErr_SetString(PyExc_ValueError, error.what_without_backtrace());
+      return nullptr;
+    }
   }
   const at::ScalarType type = std::strcmp(dtype, "float64") == 0 ? at::kDouble : at::kFloat;
   return PyUnicode_FromString(rnnkernels::gemm_path_name(rnnkernels::gemm_path(type)));
@@ -70,8 +84,12 @@ PyMethodDef methods[] = {
     {"cpu_isa", py_cpu_isa, METH_NOARGS,
      "The instruction-set level of the cpu backend's gate math (RNNKERNELS_CPU_ISA or the widest supported)."},
     {"cpu_isas", py_cpu_isas, METH_NOARGS, "The levels this CPU supports, comma-separated."},
+    {"cpu_16bit_features", py_cpu_16bit_features, METH_NOARGS,
+     "This CPU's 16-bit features among avx512_bf16, avx512_fp16, amx_bf16, amx_tile (space-separated)."},
     {"cpu_gemm_path", py_cpu_gemm_path, METH_O,
-     "The GEMM path ('mkl_packed', 'blas' or 'aten') of the cpu backend for 'float32' or 'float64'."},
+     "The GEMM path of the cpu backend for 'float32' or 'float64' ('mkl_packed', 'blas' or "
+     "'aten'), or the 16-bit GEMMs' for 'bfloat16' or 'float16' ('torch', 'mkl_16bit' or "
+     "'float32'; ValueError for a bad RNNKERNELS_CPU_GEMM16)."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",

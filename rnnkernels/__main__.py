@@ -11,15 +11,17 @@ from .backends import BACKEND_NAMES, BackendUnavailableError, backend_implementa
 from .cli_support import CommandError
 
 # Modules with an `add_command(subparsers)`, in the order `--help` lists them.
-COMMAND_MODULES = ("rnnkernels.charlm.cli", "rnnkernels.bench.cli", "rnnkernels.demo")
+COMMAND_MODULES = ("rnnkernels.charlm.cli", "rnnkernels.bench.cli", "rnnkernels.bench.handoff_table",
+                   "rnnkernels.demo")
 
 
 def _backends(_args):
+    paths = {name: ", ".join(getattr(backend_implementation(name), "paths", ())) or "-" for name in BACKEND_NAMES}
+    width = max(len(p) for p in paths.values()) + 1  # the reasons line up after the longest list
     for name in BACKEND_NAMES:
         reason = unavailable_reason(name)
-        paths = ", ".join(getattr(backend_implementation(name), "paths", ())) or "-"
         status = "available" if reason is None else "unavailable"
-        print(f"{name:<9} {status:<11} paths: {paths:<17}{'' if reason is None else ' ' + reason}".rstrip())
+        print(f"{name:<9} {status:<11} paths: {paths[name]:<{width}}{'' if reason is None else ' ' + reason}".rstrip())
     return 0
 
 

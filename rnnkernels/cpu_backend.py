@@ -11,6 +11,7 @@ import importlib.util
 
 import torch
 
+from . import cpu_projection
 from .contract import RecurrenceGrads
 
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
@@ -25,8 +26,13 @@ class CpuBackend:
     name = "cpu"
     paths = ("loop",)
 
-    def kernel_path(self, cell, xg, w_hh, w_hr):
+    def kernel_path(self, cell, xg, w_hh, w_hr, lengths=None):
         return "loop"
+
+    def input_projection(self, x, weight, bias):
+        """The module's xg = x W_ih^T + b (see cpu_projection): the 16-bit GEMMs
+        for bfloat16/float16 where torch's own 16-bit matmul is slow."""
+        return cpu_projection.project(x, weight, bias)
 
     def unavailable_reason(self):
         return load_extension()[1]
@@ -85,8 +91,11 @@ def _register_fakes():
     register = torch.library.register_fake
     empty = torch.Tensor.new_empty
 
-    def state(like, shape):  # the saved per-step buffers: float32 for 16-bit inputs
-        dtype = torch.float32 if like.dtype in (torch.bfloat16, torch.float16) else like.dtype
+    def state(like, shape):
+        """A saved per-step buffer: float32 for 16-bit inputs on the CPU; the
+        CUDA kernels (the same ops on CUDA tensors) keep the input dtype."""
+        sixteen_bit = like.dtype in (torch.bfloat16, torch.float16)
+        dtype = torch.float32 if sixteen_bit and like.device.type == "cpu" else like.dtype
         return like.new_empty(shape, dtype=dtype)
 
     @register("rnnkernels::lstm_forward")
@@ -123,6 +132,16 @@ def _register_fakes():
     @register("rnnkernels::rnn_backward")
     def _rnn_backward(dy, dh_n, w_hh, h0, lengths, y, relu, tbptt):
         return empty(dy, dy.shape), empty(dy, w_hh.shape), empty(dy, h0.shape)
+
+    @register("rnnkernels::linear16")
+    def _linear16(x, weight, bias):
+        return empty(x, (*x.shape[:-1], weight.shape[0]))
+
+    @register("rnnkernels::linear16_backward")
+    def _linear16_backward(dy, x, weight, output_mask):
+        def wanted(i, shape):
+            return empty(x, shape) if output_mask[i] else empty(x, (0,))
+        return wanted(0, x.shape), wanted(1, weight.shape), wanted(2, (weight.shape[0],))
 
 
 # Loaded at import, not on first use: torch.compile traces select_backend()

@@ -7,12 +7,21 @@ float16 and bfloat16; cell state and gradient carries in float32 (float64 for
 float64).
 
 Two kernel paths, chosen in C++ by RNNKERNELS_CUDA_PATH (csrc/cuda/path_rule.h):
-`step` (the default) runs one GEMM through ATen per step (TF32 for float32 only
-where torch.backends.cuda.matmul.allow_tf32 allows it) and one fused pointwise
-kernel; `persistent` runs one cooperative launch with W_hh in shared memory
-and a grid barrier per step (no projection), and `auto` picks between them.
-The default stays `step` until the persistent kernels have passed their GPU
-tests.
+`step` (the default) runs one GEMM through ATen per step and one fused
+pointwise kernel; `persistent` runs one cooperative launch with W_hh in shared
+memory, h_{t-1} (dG_{t+1} in backward) staged in shared memory once per step,
+tensor-core mma.sync for float16/bfloat16 (and TF32 float32) and a grid
+barrier per step (no projection), and `auto` picks between them. The default
+stays `step` until the persistent kernels have passed their GPU tests.
+
+float32 follows torch.nn's RNN precision on both paths, as cuDNN does
+(torch.backends.cudnn.rnn.fp32_precision; csrc/fp32_precision.h): TF32 by
+default, IEEE when the user turns it off, whatever the matmul setting says.
+
+A persistent launch whose grid barrier waits longer than
+RNNKERNELS_CUDA_SPIN_LIMIT_MS (default 10000) gives up instead of hanging: its
+outputs are NaN and the next call raises; RNNKERNELS_CUDA_DEBUG_SYNC=1 makes
+the call itself wait and raise.
 """
 
 import os
@@ -53,7 +62,7 @@ class CudaBackend(CpuBackend):
     name = "cuda"
     paths = ("step", "persistent")
 
-    def kernel_path(self, cell, xg, w_hh, w_hr):
+    def kernel_path(self, cell, xg, w_hh, w_hr, lengths=None):
         """The path forward takes (csrc/cuda/path_rule.h, from shapes and
         RNNKERNELS_CUDA_PATH; no launch, no sync). Under `auto` the device can
         still refuse the persistent kernel at launch (W_hh beyond its shared

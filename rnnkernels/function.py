@@ -18,9 +18,23 @@ The saved-tensor rule: the Function saves its own inputs (so autograd's
 version counters catch an in-place change to a weight, as torch.nn's do), and
 a backend's saved tensors are buffers it owns. No saved tensor is an output
 the caller receives, so in-place ops on y, h_n and c_n are always safe.
+
+Three forms of the same Function, picked per call by apply_recurrence:
+- EagerRecurrenceFunction (plain eager use, the common case): old-style, with
+  forward(ctx, ...) saving the backend's buffers directly. A setup_context
+  Function binds its arguments with inspect.signature on every apply and
+  must return its saved buffers as extra outputs, which cost about 100 us
+  per layer call; this form pays neither.
+- TransformableRecurrenceFunction (torch.func transforms, torch.jit.trace):
+  setup_context style, as functorch requires, with the vmap rule.
+- RecurrenceFunction (torch.compile): setup_context style without jvp, which
+  Dynamo cannot trace.
+No grad needed and no forward-mode AD running: the backend runs directly,
+without a Function.
 """
 
 import torch
+from torch.autograd import forward_ad
 
 from .backends import select_backend
 from .contract import check_cell, check_tbptt
@@ -49,8 +63,7 @@ class RecurrenceFunction(torch.autograd.Function):
     def setup_context(ctx, inputs, output):
         backend, cell, tbptt, _, xg, w_hh, h0, c0, b_hn, w_hr, lengths = inputs
         ctx.backend, ctx.cell, ctx.lengths = backend, cell, lengths
-        # tbptt >= T never cuts: normalised so no backend sees a huge int
-        ctx.tbptt = tbptt if tbptt is not None and tbptt < xg.shape[0] else None
+        ctx.tbptt = _normalised_tbptt(tbptt, xg)
         saved = output[3:]
         ctx.mark_non_differentiable(*(t for t in saved if t is not None))
         ctx.backend_saved = len(saved)
@@ -60,16 +73,28 @@ class RecurrenceFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy, dh_n, dc_n, *_):
-        saved = ctx.saved_tensors
-        inputs, backend_saved = saved[:len(_TENSOR_INPUTS)], saved[len(_TENSOR_INPUTS):]
-        y_like = _outputs_like(ctx.cell, inputs)
-        dy, dh_n, dc_n = (torch.zeros_like(like) if g is None and like is not None else g
-                          for g, like in zip((dy, dh_n, dc_n), y_like, strict=True))
-        if torch.is_grad_enabled() or not ctx.backend_saved:
-            grads = _differentiable_backward(ctx, inputs, dy, dh_n, dc_n)
-        else:
-            grads = ctx.backend.backward(ctx.cell, ctx.tbptt, backend_saved, dy, dh_n, dc_n)
-        return (None, None, None, None, *grads, None)
+        return _backward(ctx, dy, dh_n, dc_n)
+
+
+def _backward(ctx, dy, dh_n, dc_n):
+    """The gradients of every argument of the Functions' forward: the
+    backend's kernels, or (grad mode on, or nothing saved) the differentiable
+    reference path."""
+    saved = ctx.saved_tensors
+    inputs, backend_saved = saved[:len(_TENSOR_INPUTS)], saved[len(_TENSOR_INPUTS):]
+    y_like = _outputs_like(ctx.cell, inputs)
+    dy, dh_n, dc_n = (torch.zeros_like(like) if g is None and like is not None else g
+                      for g, like in zip((dy, dh_n, dc_n), y_like, strict=True))
+    if torch.is_grad_enabled() or not ctx.backend_saved:
+        grads = _differentiable_backward(ctx, inputs, dy, dh_n, dc_n)
+    else:
+        grads = ctx.backend.backward(ctx.cell, ctx.tbptt, backend_saved, dy, dh_n, dc_n)
+    return (None, None, None, None, *grads, None)
+
+
+def _normalised_tbptt(tbptt, xg):
+    """tbptt >= T never cuts: None, so no backend sees a huge int."""
+    return tbptt if tbptt is not None and tbptt < xg.shape[0] else None
 
 
 class TransformableRecurrenceFunction(RecurrenceFunction):
@@ -79,20 +104,7 @@ class TransformableRecurrenceFunction(RecurrenceFunction):
 
     @staticmethod
     def jvp(ctx, *tangents):
-        inputs = ctx.saved_tensors
-        tangents = tangents[4:4 + len(_TENSOR_INPUTS)]
-        present = [i for i, t in enumerate(inputs) if t is not None]
-        run = _reference_on(ctx.cell, inputs, present, ctx.lengths, None)
-        tangent_in = tuple(torch.zeros_like(inputs[i]) if tangents[i] is None else tangents[i]
-                           for i in present)
-        primals = tuple(inputs[i] for i in present)
-        if torch._C._are_functorch_transforms_active():
-            _, out_tangents = torch.func.jvp(run, primals, tangent_in)
-        else:  # torch.autograd.forward_ad: no second dual level may open, so the
-            # jvp is the vjp of the (linear) vjp: d/du <vjp(u), tangent>
-            out_tangents = _jvp_by_double_vjp(run, primals, tangent_in)
-        dy, dh_n, dc_n = (*out_tangents, None)[:3]
-        return (dy, dh_n, dc_n) + (None,) * ctx.backend_saved
+        return _jvp(ctx, tangents) + (None,) * ctx.backend_saved
 
     @staticmethod
     def vmap(info, in_dims, backend, cell, tbptt, needs_backward, *tensors):
@@ -113,6 +125,54 @@ class TransformableRecurrenceFunction(RecurrenceFunction):
         y, h_n, c_n = (None if outputs[0][i] is None else torch.stack([o[i] for o in outputs])
                        for i in range(3))
         return (y, h_n, c_n), (0, 0, None if c_n is None else 0)
+
+
+class EagerRecurrenceFunction(torch.autograd.Function):
+    """The Function for plain eager calls: the same forward, backward and jvp
+    in the old style (forward takes ctx), which skips the per-call argument
+    binding of setup_context Functions and saves the backend's buffers
+    without passing them out as outputs. torch.func needs setup_context, so
+    under a transform TransformableRecurrenceFunction runs instead."""
+
+    @staticmethod
+    def forward(ctx, backend, cell, tbptt, needs_backward, xg, w_hh, h0, c0, b_hn, w_hr, lengths):
+        y, h_n, c_n, saved = backend.forward(
+            cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, needs_backward)
+        ctx.backend, ctx.cell, ctx.lengths = backend, cell, lengths
+        ctx.tbptt = _normalised_tbptt(tbptt, xg)
+        saved = saved if needs_backward else ()
+        ctx.backend_saved = len(saved)
+        ctx.save_for_backward(xg, w_hh, h0, c0, b_hn, w_hr, *saved)
+        ctx.save_for_forward(xg, w_hh, h0, c0, b_hn, w_hr)
+        ctx.set_materialize_grads(False)
+        return y, h_n, c_n
+
+    @staticmethod
+    def backward(ctx, dy, dh_n, dc_n):
+        return _backward(ctx, dy, dh_n, dc_n)
+
+    @staticmethod
+    def jvp(ctx, *tangents):
+        return _jvp(ctx, tangents)
+
+
+def _jvp(ctx, tangents):
+    """(dy, dh_n, dc_n): the jvp of the reference recurrence at the saved
+    inputs along the tangents of the forward's arguments."""
+    inputs = ctx.saved_tensors
+    tangents = tangents[4:4 + len(_TENSOR_INPUTS)]
+    present = [i for i, t in enumerate(inputs) if t is not None]
+    run = _reference_on(ctx.cell, inputs, present, ctx.lengths, None)
+    tangent_in = tuple(torch.zeros_like(inputs[i]) if tangents[i] is None else tangents[i]
+                       for i in present)
+    primals = tuple(inputs[i] for i in present)
+    if torch._C._are_functorch_transforms_active():
+        _, out_tangents = torch.func.jvp(run, primals, tangent_in)
+    else:  # torch.autograd.forward_ad: no second dual level may open, so the
+        # jvp is the vjp of the (linear) vjp: d/du <vjp(u), tangent>
+        out_tangents = _jvp_by_double_vjp(run, primals, tangent_in)
+    dy, dh_n, dc_n = (*out_tangents, None)[:3]
+    return dy, dh_n, dc_n
 
 
 def _jvp_by_double_vjp(run, primals, tangents):
@@ -196,18 +256,35 @@ def _needs_backend_saved(*tensors):
     return torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active()
 
 
-def kernel_path(backend, cell, xg, w_hh, w_hr):
+def kernel_path(backend, cell, xg, w_hh, w_hr, lengths=None):
     """The kernel path `backend` takes for this layer ('loop' for a backend with one path)."""
     path_of = getattr(backend, "kernel_path", None)
-    return "loop" if path_of is None else path_of(cell, xg, w_hh, w_hr)
+    return "loop" if path_of is None else path_of(cell, xg, w_hh, w_hr, lengths)
 
 
 def apply_recurrence(backend, cell, tbptt, xg, w_hh, h0, c0=None, b_hn=None, w_hr=None, lengths=None):
     """(y, h_n, c_n) of the recurrence's Function on a resolved backend object."""
-    function = RecurrenceFunction if torch.compiler.is_compiling() else TransformableRecurrenceFunction
-    return function.apply(
-        backend, cell, tbptt, _needs_backend_saved(xg, w_hh, h0, c0, b_hn, w_hr),
-        xg, w_hh, h0, c0, b_hn, w_hr, lengths)[:3]
+    if torch.compiler.is_compiling():
+        return RecurrenceFunction.apply(
+            backend, cell, tbptt, _needs_backend_saved(xg, w_hh, h0, c0, b_hn, w_hr),
+            xg, w_hh, h0, c0, b_hn, w_hr, lengths)[:3]
+    if torch._C._are_functorch_transforms_active() or torch.jit.is_tracing():
+        return TransformableRecurrenceFunction.apply(
+            backend, cell, tbptt, _needs_backend_saved(xg, w_hh, h0, c0, b_hn, w_hr),
+            xg, w_hh, h0, c0, b_hn, w_hr, lengths)[:3]
+    tensors = (xg, w_hh, h0, c0, b_hn, w_hr)
+    needs_grad = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    if not needs_grad and not _forward_ad_active():  # inference: no Function at all
+        y, h_n, c_n, _ = backend.forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, False)
+        return y, h_n, c_n
+    return EagerRecurrenceFunction.apply(
+        backend, cell, tbptt, needs_grad, xg, w_hh, h0, c0, b_hn, w_hr, lengths)
+
+
+def _forward_ad_active():
+    """Whether a torch.autograd.forward_ad dual level is open (its tangents
+    flow only through a Function's jvp)."""
+    return getattr(forward_ad, "_current_level", 0) >= 0
 
 
 def recurrence(cell, xg, w_hh, h0, c0=None, *, b_hn=None, w_hr=None, lengths=None,

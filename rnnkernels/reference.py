@@ -96,7 +96,7 @@ class ReferenceBackend:
     name = "reference"
     paths = ("loop",)
 
-    def kernel_path(self, cell, xg, w_hh, w_hr):
+    def kernel_path(self, cell, xg, w_hh, w_hr, lengths=None):
         return "loop"
 
     def unavailable_reason(self):

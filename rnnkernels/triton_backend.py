@@ -26,15 +26,24 @@ def _import_problem():
 
 class TritonBackend:
     name = "triton"
-    paths = ("step", "sequence")
+    paths = ("step", "step-graph", "sequence", "persistent")
 
-    def kernel_path(self, cell, xg, w_hh, w_hr):
-        """The path forward takes (launch.choose_path: shapes, dtype and
-        RNNKERNELS_TRITON_PATH only; no launch, no sync)."""
-        from .triton_kernels.launch import choose_path
+    def kernel_path(self, cell, xg, w_hh, w_hr, lengths=None):
+        """The path forward takes (launch.choose_path: shapes, dtype, mode,
+        RNNKERNELS_TRITON_PATH and a measured table; no launch, no sync); the
+        persistent path with its forward's number of programs, e.g.
+        'persistent(P=3)'."""
+        from .triton_kernels import persistent_launch
+        from .triton_kernels.launch import choose_path, is_interpreted
 
         hidden = xg.shape[2] // CELL_GATES[cell]
-        return choose_path(cell, xg.shape[1], hidden, w_hh.shape[1], xg.dtype)
+        training = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (xg, w_hh, w_hr))
+        path = choose_path(cell, xg.shape[1], hidden, w_hh.shape[1], xg.dtype, xg.device, xg.shape[0], training,
+                           lengths is not None)
+        if path == "persistent":
+            units = persistent_launch.block_u(cell, False, is_interpreted())
+            return f"persistent(P={persistent_launch.programs(hidden, w_hh.shape[1], units)})"
+        return path
 
     @property
     def emulated(self):
@@ -92,3 +101,12 @@ class TritonBackend:
             dc_n if cell == "lstm" else None, b_hn is not None)
         return RecurrenceGrads(dxg, dw_hh, dh0, dc0 if cell == "lstm" else None,
                                db_hn if b_hn is not None else None, dw_hr if w_hr is not None else None)
+
+
+def measure_triton_barrier_floor(steps=1000, programs=0):
+    """Microseconds per empty Triton grid barrier on the current CUDA device, the
+    per-step floor of the persistent path (beside cuda_backend.measure_barrier_floor):
+    `programs` programs (0: one per SM) in one cooperative launch."""
+    from .triton_kernels.persistent_launch import measure_barrier_floor
+
+    return measure_barrier_floor(steps, programs)

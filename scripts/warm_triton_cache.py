@@ -43,19 +43,43 @@ def shapes(anchors_only):
     return sorted(set(found))
 
 
+# The headline forces each kernel path in turn (scripts/gpu_run.sh: triton:persistent,
+# triton:step-graph); None is the path rule's own choice.
+FORCED_PATHS = (None, "persistent", "step-graph")
+
+
 def record_specs(anchors_only=False):
-    with record.recording() as rec:
-        for batch, hidden, proj, packed in shapes(anchors_only):
-            for name, cell in CELLS.items():
-                if proj and cell != "lstm":
-                    continue
-                for dtype in suite.DTYPES.values():
-                    for precision in ("tf32", "ieee") if dtype == torch.float32 else ("ieee",):
-                        torch.backends.cudnn.rnn.fp32_precision = precision
-                        for save in (False, True):
-                            record.record_case(cell, dtype, STEPS, batch, hidden, proj=proj or None,
-                                               lengths=packed, save=save)
+    saved_path = os.environ.pop("RNNKERNELS_TRITON_PATH", None)
+    try:
+        with record.recording() as rec:
+            for batch, hidden, proj, packed in shapes(anchors_only):
+                for name, cell in CELLS.items():
+                    if proj and cell != "lstm":
+                        continue
+                    for dtype in suite.DTYPES.values():
+                        for precision in ("tf32", "ieee") if dtype == torch.float32 else ("ieee",):
+                            torch.backends.cudnn.rnn.fp32_precision = precision
+                            for forced in FORCED_PATHS:
+                                _record_forced(forced, cell, dtype, batch, hidden, proj, packed)
+    finally:
+        os.environ.pop("RNNKERNELS_TRITON_PATH", None)
+        if saved_path is not None:
+            os.environ["RNNKERNELS_TRITON_PATH"] = saved_path
     return list(rec.specs.values())
+
+
+def _record_forced(forced, cell, dtype, batch, hidden, proj, packed):
+    """The launches of one case with a path forced (None: the rule's); a path
+    that refuses the shape records nothing."""
+    if forced is None:
+        os.environ.pop("RNNKERNELS_TRITON_PATH", None)
+    else:
+        os.environ["RNNKERNELS_TRITON_PATH"] = forced
+    for save in (False, True):
+        try:
+            record.record_case(cell, dtype, STEPS, batch, hidden, proj=proj or None, lengths=packed, save=save)
+        except (ValueError, RuntimeError):  # forced onto a path this shape cannot take
+            return
 
 
 def main(argv=None):

@@ -86,6 +86,15 @@ def make_hx(module, batch, *, dtype=torch.float64, seed=0):
     return (h, c), [h, c]
 
 
+def upstream_gradient(t, generator):
+    """A random upstream gradient for output `t`: drawn in float64 and rounded
+    to t's dtype, so runs in different dtypes get the same values (randn
+    itself draws different numbers per dtype once a tensor has 16 or more
+    elements, which would make a float32 run and its float64 reference
+    differentiate different losses)."""
+    return torch.randn(t.shape, generator=generator, dtype=torch.float64).to(t.device, t.dtype)
+
+
 def forward_backward(module, inputs, hx=(None, ()), *, seed=0, device=None):
     """Runs module(input, hx), backpropagates random upstream gradients into
     every output, returns {name: tensor} of outputs and all gradients.
@@ -108,8 +117,7 @@ def forward_backward(module, inputs, hx=(None, ()), *, seed=0, device=None):
     states = hidden if isinstance(hidden, tuple) else (hidden,)
     g = torch.Generator().manual_seed(seed)
     # The CPU generator draws the same numbers whatever the outputs' device.
-    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device)).sum()
-               for t in (out, *states))
+    loss = sum((t * upstream_gradient(t, g)).sum() for t in (out, *states))
     loss.backward()
     results = {"output": out.detach()}
     results.update({name: s.detach() for name, s in zip(("h_n", "c_n"), states, strict=False)})
@@ -169,8 +177,7 @@ def op_forward_backward(cell, inputs, *, backend, tbptt=None, seed=0):
                                         tbptt=tbptt, backend=backend)
     g = torch.Generator().manual_seed(seed)
     outputs = {"y": y, "h_n": h_n, "c_n": c_n}
-    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum()
-               for t in outputs.values() if t is not None)
+    loss = sum((t * upstream_gradient(t, g)).sum() for t in outputs.values() if t is not None)
     loss.backward()
     results = {k: v.detach() for k, v in outputs.items() if v is not None}
     results.update({f"grad {k}": v.grad for k, v in fresh.items() if v is not None})

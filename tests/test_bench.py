@@ -223,3 +223,34 @@ def test_cuda_without_a_gpu_exits_2_without_a_traceback(tmp_path):
     assert result.returncode == 2
     assert "error: --device cuda asked for, but torch sees no CUDA device here" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_run_becomes_a_hand_off_table_that_auto_follows(smoke_run, tmp_path, monkeypatch, restore_threads):
+    """bench -> handoff-table -> auto, end to end: at the smoke run's thread
+    count and shapes, `auto` runs torch.nn exactly where the run measured it
+    faster than the cpu backend (by more than handoff.MARGIN)."""
+    import rnnkernels
+    from rnnkernels import handoff
+
+    _, out, result = smoke_run
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    assert main(["handoff-table", str(next(out.glob("*.json"))), "--out", str(folder / "t.json")]) == 0
+    monkeypatch.setenv("RNNKERNELS_HANDOFF_TABLES", str(folder))
+    torch.set_num_threads(1)
+    times = {(r["shape"], r["dtype"], r["mode"], r["impl"]): r["median_ms"] for r in result["records"]}
+    for shape, hidden in (("small-h64", 64), ("small", 128)):
+        for dtype, name in ((torch.float32, "fp32"), (torch.bfloat16, "bf16")):
+            lstm = rnnkernels.LSTM(hidden, hidden).to(dtype)
+            lstm(torch.randn(32, 16, hidden, dtype=dtype, requires_grad=True))
+            faster = (times[(shape, name, "fwd+bwd", "torch.nn")] * handoff.MARGIN
+                      < times[(shape, name, "fwd+bwd", "cpu")])
+            assert lstm.last_backend == ("torch.nn" if faster else "cpu"), (shape, name)
+
+
+def test_auto_is_measured_when_asked_for(tmp_path, restore_threads):
+    assert main(["bench", "--shape", "small-h64", "--cell", "rnn", "--mode", "fwd", "--dtype", "fp32",
+                 "--impl", "torch,auto", "--no-plots", "--threads", "1", "--out", str(tmp_path)]) == 0
+    [path] = tmp_path.glob("*.json")
+    records = json.loads(path.read_text())["records"]
+    assert [(r["impl"], r["status"]) for r in records] == [("torch.nn", "ok"), ("auto", "ok")]

@@ -33,6 +33,9 @@ def test_cpu_backend_paths_name_the_isa_and_gemm(monkeypatch):
     assert paths["isa"] == "base"
     assert "base" in paths["isas"].split(", ")
     assert paths["gemm_fp32"] in ("mkl_packed", "aten")
+    assert paths["gemm_bf16"] in ("torch", "mkl_16bit", "float32")
+    monkeypatch.setenv("RNNKERNELS_CPU_GEMM", "aten")
+    assert floor.cpu_backend_paths()["gemm_fp16"] == "float32"
 
 
 def test_a_16bit_floor_is_never_below_float32s():

@@ -1,8 +1,8 @@
 """The cpu backend's kernels at every instruction-set level this CPU supports
 (RNNKERNELS_CPU_ISA), through both GEMM paths, at 1 and several threads:
 values and gradients of every cell in float32 against the reference backend
-in float64, within the tolerance policy. The rest of the suite runs at the
-detected level only."""
+in float64, within the tolerance policy; bfloat16 with and without AMX tiles.
+The rest of the suite runs at the detected level only."""
 
 import pytest
 import torch
@@ -14,7 +14,7 @@ from tolerance import assert_close
 pytestmark = pytest.mark.skipif(rnnkernels.backends.unavailable_reason("cpu") is not None,
                                 reason="the cpu backend's extension is not built")
 
-ALL_LEVELS = ("base", "avx2", "avx512")
+ALL_LEVELS = ("base", "avx2", "avx512", "amx")
 
 
 def _extension():
@@ -108,7 +108,7 @@ def test_unknown_isa_level_is_refused(monkeypatch):
     with pytest.raises(ValueError, match="RNNKERNELS_CPU_ISA=sse9 is not a level"):
         _extension().cpu_isa()
     inputs = make_op_inputs("rnn_tanh", 2, 1, 3, dtype=torch.float32)
-    with pytest.raises(ValueError, match="not a level: choose one of base, avx2, avx512"):
+    with pytest.raises(ValueError, match="not a level: choose one of base, avx2, avx512, amx"):
         op_forward_backward("rnn_tanh", inputs, backend="cpu")
 
 
@@ -146,6 +146,23 @@ def test_16bit_inputs_match_reference(case, dtype, threads):
         error = (baseline[name].double() - expected[name]).abs().max().item() \
             if expected[name].numel() else 0.0
         assert_close(name, actual[name], expected[name], dtype=dtype, reference_error=error)
+
+
+# AMX tiles are 16 rows by 32 bfloat16 of K, and the product runs in blocks
+# of 64 columns: batches over 16 rows, H and G*H off those multiples.
+AMX_CASES = {**LOW_PRECISION_CASES,
+             "lstm_B17_H70": ("lstm", 4, 17, 70, None, None, None),
+             "gru_B33_H45_lengths": ("gru", 5, 33, 45, None, [5] * 20 + [2] * 13, 3)}
+
+
+@pytest.mark.parametrize("case", AMX_CASES.values(), ids=AMX_CASES.keys())
+@pytest.mark.parametrize("level", [level_param("avx512"), level_param("amx")])
+def test_bfloat16_recurrence_with_and_without_amx(case, level, threads, monkeypatch):
+    """bfloat16 layers run their per-step GEMMs on AMX tiles at the amx level
+    (h exact in bfloat16 forward; backward's dG in two bfloat16 halves) and on
+    the float32 GEMM below it: both within the tolerance policy."""
+    monkeypatch.setenv("RNNKERNELS_CPU_ISA", level)
+    test_16bit_inputs_match_reference(case, torch.bfloat16, threads)
 
 
 def test_16bit_modules_pick_the_cpu_backend():

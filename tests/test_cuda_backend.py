@@ -6,6 +6,7 @@ implementations and the measured grid-barrier floor. Without a GPU those skip
 with the reason, and the host-side behaviour (availability, device and dtype
 checks) runs on CPU."""
 
+import contextlib
 import math
 import os
 import shutil
@@ -20,7 +21,7 @@ from helpers import (MODULE_KINDS, OP_CELLS, forward_backward, make_hx, make_inp
                      make_twins)
 from rnnkernels import cuda_backend
 from rnnkernels.backends import BackendUnavailableError
-from tolerance import assert_all_close, assert_close, max_error
+from tolerance import TF32_FLOOR, assert_all_close, assert_close, max_error
 
 UNAVAILABLE = cuda_backend.CudaBackend().unavailable_reason()
 needs_cuda = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"backend cuda: {UNAVAILABLE}")
@@ -42,6 +43,27 @@ def kernel_path(request, monkeypatch):
 def _skip_projection_on_persistent(kernel_path, proj):
     if kernel_path == "persistent" and proj is not None:
         pytest.skip("the persistent path has no projection (test_persistent_refuses_projection)")
+
+
+@contextlib.contextmanager
+def rnn_fp32_precision(value):
+    """float32 recurrences at `value` ('tf32' or 'ieee'): torch.nn's RNN
+    precision, which the cuda backend follows (csrc/fp32_precision.h)."""
+    cudnn = torch.backends.cudnn
+    if hasattr(getattr(cudnn, "rnn", None), "fp32_precision"):
+        saved = cudnn.rnn.fp32_precision
+        cudnn.rnn.fp32_precision = value
+        try:
+            yield
+        finally:
+            cudnn.rnn.fp32_precision = saved
+    else:
+        saved = cudnn.allow_tf32
+        cudnn.allow_tf32 = value == "tf32"
+        try:
+            yield
+        finally:
+            cudnn.allow_tf32 = saved
 
 
 def _to(value, device, dtype=None):
@@ -201,15 +223,71 @@ def test_reduced_precision_within_policy(dtype, cell, proj, steps, batch, hidden
     inputs = make_op_inputs(cell, steps, batch, hidden, proj=proj, lengths=lengths, seed=5)
     exact = _op_run(cell, inputs, backend="reference", device="cpu")
     reference = _op_run(cell, inputs, backend="reference", device="cuda", dtype=dtype)
-    previous_tf32 = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
+    with rnn_fp32_precision("ieee"):  # float32 at its own floor: IEEE GEMMs and CUDA-core kernels
         actual = _op_run(cell, inputs, backend="cuda", device="cuda", dtype=dtype)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous_tf32
     for name, expected in exact.items():
         assert_close(name, actual[name], expected, dtype=dtype,
                      reference_error=max_error(reference[name], expected))
+
+
+# Shapes that take the persistent kernels' other branches on an H100/H200:
+# several m-tiles and K-splits, half-row tiles (U <= 8), K-chunked staging
+# (the backward's dG at B=64, H=1024 outgrows shared memory), batch padding.
+TENSOR_CORE_SHAPES = [(5, 20, 200), (4, 64, 1024), (6, 3, 130)]
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype, precision", [(torch.bfloat16, None), (torch.float16, None),
+                                              (torch.float32, "tf32"), (torch.float32, "ieee")],
+                         ids=["bf16", "fp16", "fp32_tf32", "fp32_ieee"])
+@pytest.mark.parametrize("cell", OP_CELLS)
+@pytest.mark.parametrize("steps, batch, hidden", TENSOR_CORE_SHAPES, ids=lambda v: str(v))
+def test_persistent_engines_within_policy(dtype, precision, cell, steps, batch, hidden, monkeypatch):
+    """The persistent path's tensor-core (mma.sync) and CUDA-core engines
+    against the float64 reference, values and every gradient, with lengths
+    and tbptt; tf32 at the tf32 floor."""
+    monkeypatch.setenv("RNNKERNELS_CUDA_PATH", "persistent")
+    lengths = [steps - (i % steps) for i in range(batch)]
+    inputs = make_op_inputs(cell, steps, batch, hidden, lengths=lengths, seed=8, scale=0.1)
+    exact = _op_run(cell, inputs, backend="reference", device="cpu", tbptt=2)
+    reference = _op_run(cell, inputs, backend="reference", device="cuda", dtype=dtype, tbptt=2)
+    with rnn_fp32_precision(precision or "ieee"):
+        actual = _op_run(cell, inputs, backend="cuda", device="cuda", dtype=dtype, tbptt=2)
+    floor = TF32_FLOOR if precision == "tf32" else None
+    for name, expected in exact.items():
+        assert_close(name, actual[name], expected, dtype=dtype, floor=floor,
+                     reference_error=max_error(reference[name], expected))
+
+
+@needs_cuda
+@pytest.mark.parametrize("debug_sync", [False, True], ids=["next_call", "debug_sync"])
+def test_a_barrier_timeout_poisons_and_raises(debug_sync, monkeypatch):
+    """RNNKERNELS_CUDA_SPIN_LIMIT_MS=0 makes the first CTA that finds a barrier
+    incomplete give up: every CTA leaves, the outputs are NaN, and the next
+    call raises (RNNKERNELS_CUDA_DEBUG_SYNC: the call itself); the context
+    survives and the call after that runs normally."""
+    monkeypatch.setenv("RNNKERNELS_CUDA_PATH", "persistent")
+    monkeypatch.setenv("RNNKERNELS_CUDA_SPIN_LIMIT_MS", "0")
+    if debug_sync:
+        monkeypatch.setenv("RNNKERNELS_CUDA_DEBUG_SYNC", "1")
+    inputs = {k: _to(v, "cuda", torch.float32)
+              for k, v in make_op_inputs("lstm", 64, 4, 256, seed=2).items()}
+    message = "waited past RNNKERNELS_CUDA_SPIN_LIMIT_MS at a grid barrier"
+    with torch.no_grad():
+        if debug_sync:
+            with pytest.raises(RuntimeError, match=message):
+                rnnkernels.recurrence("lstm", **inputs, backend="cuda")
+        else:
+            y = rnnkernels.recurrence("lstm", **inputs, backend="cuda")[0]
+            torch.cuda.synchronize()
+            assert torch.isnan(y).all(), "a timed-out launch left outputs that are not NaN"
+            with pytest.raises(RuntimeError, match=message):
+                rnnkernels.recurrence("lstm", **inputs, backend="cuda")
+        torch.cuda.synchronize()
+        monkeypatch.delenv("RNNKERNELS_CUDA_SPIN_LIMIT_MS")
+        y = rnnkernels.recurrence("lstm", **inputs, backend="cuda")[0]
+        torch.cuda.synchronize()
+    assert torch.isfinite(y).all()
 
 
 @needs_cuda
@@ -258,10 +336,12 @@ def test_module_matches_torch_nn_float64(kind, bidirectional, mode, tbptt, kerne
 
 
 @needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=["fp64", "bf16"])
 @pytest.mark.parametrize("cell", OP_CELLS)
-def test_opcheck_on_cuda(cell):
-    """Schemas, fake implementations and the CUDA kernels agree (torch.library.opcheck)."""
-    inputs = {k: _to(v, "cuda") for k, v in make_op_inputs(cell, 3, 2, 4, lengths=[3, 1]).items()}
+def test_opcheck_on_cuda(cell, dtype):
+    """Schemas, fake implementations and the CUDA kernels agree (torch.library.opcheck),
+    16-bit included: the CUDA ops keep the saved buffers in the input dtype."""
+    inputs = {k: _to(v, "cuda", dtype) for k, v in make_op_inputs(cell, 3, 2, 4, lengths=[3, 1]).items()}
     x, w, h0, c0, b_hn, lengths = (inputs[k] for k in ("xg", "w_hh", "h0", "c0", "b_hn", "lengths"))
     ops = torch.ops.rnnkernels
     if cell == "lstm":

@@ -8,16 +8,28 @@ CPU tensors with the GPU's tile choices and every launch recorded, nothing
 run): every cell (lstm, lstm+proj, gru, rnn_tanh, rnn_relu) x float32 (TF32
 and IEEE), bfloat16, float16 (float64 at two sizes) x (B, H) in SHAPES x
 every path choose_path returns or can be forced to x lengths or not x
-saving for backward or not, forward and backward.
+saving for backward or not, forward and backward. The persistent path is
+recorded where the rule takes it (PERSISTENT_SHAPES add B in {16, 64} and H
+up to 1024): forced beyond the rule, the launch checks the compiled kernel's
+resources on the device and refuses what cannot be resident.
 
 What is compiled by default: a greedy cover of the distinct launches
 (`_sample`): every kernel in every dtype and fp32 precision, with every cell,
 every tile it is launched with (the sequence kernels: with every cell), and
-each optional input on, the largest tiles first. The sequence (register-resident W_hh) kernels of every cell are
+each optional input on, the largest tiles first; the persistent kernels
+with the largest tiles the rule admits for every cell x dtype x projection.
+The sequence (register-resident W_hh) kernels of every cell are
 among them, so the audit's failures (RESIDENT at H <= 64: "Return type
 mismatch"; lstm+proj backward_sequence_kernel at B = 64: spills) are always
 compiled. sm_90 for all of them, sm_80 for one launch of each kernel.
 `-m slow` compiles every recorded launch for both.
+
+The persistent kernels' PTX is linted too (ptx_lint.py): the grid barrier's
+arrive a release and its spin an acquire at GPU scope, no `.nc` loads, no
+load of the weights inside the time loop, tensor-core instructions where the
+products are 16-bit or TF32; tests/gate_faults.py plants a relaxed arrive and
+a weight reload that the lint must report. The same facts give an analytical
+per-step estimate, printed and kept in ESTIMATES_FILE.
 
 A spill is STACK or LOCAL in `cuobjdump --dump-resource-usage` or LDL/STL in
 the SASS. triton 3.9 and 3.6 run at once, one process each; compiled kernels
@@ -41,11 +53,20 @@ CELLS = [("lstm", None), ("lstm", "proj"), ("gru", None), ("rnn_tanh", None), ("
 # B = 1 and multiples of 16 are specialized; H <= 64 takes the sequence path;
 # B = 64 gives the sequence kernel its largest row tile.
 SHAPES = [(1, 18), (3, 64), (64, 32), (64, 64), (16, 768), (64, 1024)]
+# The persistent path's sizes (B = 16 and 64 are one specialization class):
+# the rule admits some of them per dtype, the largest tiles it admits among them.
+PERSISTENT_SHAPES = [(16, 256), (64, 256), (16, 512), (16, 768), (64, 768), (16, 1024), (64, 1024)]
 STEPS = 3
 # Optional inputs (constexpr flags); sampled on, where they add code.
 FLAGS = ("HAS_LENGTHS", "SAVE", "HAS_BHN")
+# The kernel whose launch shows that a forced path ran. step-graph launches
+# the step kernels: the graph's warm-up runs them directly, so the recorder
+# sees them (the capture itself records into the stand-in graph).
+PATH_KERNELS = {"step": "forward_step_kernel", "step-graph": "forward_step_kernel",
+                "sequence": "forward_sequence_kernel", "persistent": "forward_persistent_kernel"}
 CACHE_DIR = os.path.join(compile_gate.CACHE_ROOT, "triton-gate")
 RESULTS_FILE = os.path.join(compile_gate.CACHE_ROOT, "triton-gate-results.json")
+ESTIMATES_FILE = os.path.join(compile_gate.CACHE_ROOT, "triton-gate-estimates.txt")
 
 
 def _precisions(dtype):
@@ -55,7 +76,7 @@ def _precisions(dtype):
 def _cases():
     for cell, proj in CELLS:
         for dtype in (torch.float32, torch.bfloat16, torch.float16, torch.float64):
-            shapes = SHAPES if dtype != torch.float64 else [(3, 64), (16, 768)]
+            shapes = SHAPES + PERSISTENT_SHAPES if dtype != torch.float64 else [(3, 64), (16, 768)]
             for batch, hidden in shapes:
                 p = None if proj is None else (16 if hidden <= 64 else 256)
                 for precision in _precisions(dtype):
@@ -77,6 +98,9 @@ def recorded():
                 rule = launch.choose_path(cell, batch, hidden, proj or hidden, dtype)
                 rule_paths[case] = {rule}
                 for path in launch.PATHS:
+                    if path == "persistent" and rule != path:
+                        # forced beyond the rule, the launch's residency check (not this gate) decides
+                        continue
                     os.environ["RNNKERNELS_TRITON_PATH"] = path
                     try:
                         launch.choose_path(cell, batch, hidden, proj or hidden, dtype)
@@ -88,10 +112,8 @@ def recorded():
                             rec.launched.clear()
                             record.record_case(cell, dtype, STEPS, batch, hidden, proj=proj, lengths=lengths,
                                                save=save, tbptt=2 if lengths else None)
-                            if "forward_sequence_kernel" in rec.launched:
-                                recorded_paths.setdefault(case, set()).add("sequence")
-                            if "forward_step_kernel" in rec.launched:
-                                recorded_paths.setdefault(case, set()).add("step")
+                            if PATH_KERNELS[path] in rec.launched:
+                                recorded_paths.setdefault(case, set()).add(path)
                     del os.environ["RNNKERNELS_TRITON_PATH"]
     finally:
         os.environ.pop("RNNKERNELS_TRITON_PATH", None)
@@ -118,6 +140,8 @@ def _features(spec):
                 (k, _tile(spec))}
     if k.endswith("sequence_kernel"):  # W_hh in registers: what it costs grows with gates x tile
         features.add((k, o.get("CELL"), o.get("HAS_PROJ"), _tile(spec)))
+    if k.endswith("persistent_kernel"):  # W slices on chip: every cell x dtype x projection
+        features.add((k, o.get("CELL"), o.get("HAS_PROJ"), _tensor_dtype(spec), o.get("PRECISION")))
     return features | {(k, flag) for flag in FLAGS if o.get(flag) is True}
 
 
@@ -130,15 +154,37 @@ def _sample(specs):
         b, u, k, _ = _tile(spec)
         return (b or 0) * (u or 0) * (k or 0), sum(spec["options"].get(flag) is True for flag in FLAGS)
 
+    def add(spec):
+        first = not any(c["kernel"] == spec["kernel"] for c in chosen)
+        persistent = spec["kernel"].endswith("persistent_kernel")  # sm_80 below: the rule admits less there
+        chosen.append(dict(spec, archs=[90, 80] if first and not persistent else [90]))
+
     candidates = [(spec, _features(spec)) for spec in specs]
     chosen, seen = [], set()
     while True:
         spec, features = max(candidates, key=lambda c: (len(c[1] - seen), weight(c[0])))
         if not features - seen:
-            return chosen
-        first = not any(c["kernel"] == spec["kernel"] for c in chosen)
-        chosen.append(dict(spec, archs=[90, 80] if first else [90]))
+            break
+        add(spec)
         seen |= features
+    # persistent kernels: also the largest tiles the rule admits, per cell x dtype x projection
+    largest = {}
+    for spec in specs:
+        if spec["kernel"].endswith("persistent_kernel"):
+            o = spec["options"]
+            group = (spec["kernel"], o["CELL"], o["HAS_PROJ"], _tensor_dtype(spec), o.get("PRECISION"))
+            size = (o["BLOCK_K"] * max(o.get("BLOCK_H", 1), o.get("BLOCK_P", 1)), weight(spec)[1])
+            if group not in largest or size > largest[group][0]:
+                largest[group] = (size, spec)
+    taken = [{k: v for k, v in c.items() if k != "archs"} for c in chosen]
+    for _, spec in largest.values():
+        if spec not in taken:
+            add(spec)
+    # sm_80 once per persistent kernel: its smallest W slice (an A100 admits 72 % of sm_90's budget)
+    for kernel in {c["kernel"] for c in chosen if c["kernel"].endswith("persistent_kernel")}:
+        smallest = min((c for c in chosen if c["kernel"] == kernel), key=lambda c: c["options"]["BLOCK_K"])
+        smallest["archs"] = [90, 80]
+    return chosen
 
 
 def _compile(specs):
@@ -149,9 +195,17 @@ def _compile(specs):
     return outcome
 
 
+# The Triton barrier floor's empty loop (persistent_launch.measure_barrier_floor),
+# which no launcher records: its launch as the GPU script makes it.
+_WORD = {"tensor": "int32", "align16": True}
+BARRIER_FLOOR_SPEC = {"module": "persistent", "kernel": "barrier_floor_kernel", "args": [17, _WORD, _WORD, 17],
+                      "options": {"USE_CLOCK": True, "launch_cooperative_grid": True, "num_warps": 4},
+                      "grid": [132], "archs": [90, 80]}
+
+
 @pytest.fixture(scope="module")
 def gate(recorded):
-    specs = _sample(recorded[0])
+    specs = _sample(recorded[0]) + [BARRIER_FLOOR_SPEC]
     return specs, _compile(specs)
 
 
@@ -207,9 +261,82 @@ def test_gate_reports_planted_faults():
     assert "spills" in found[1] and "LDL/STL" in found[1], found[1]
 
 
+def test_lint_reports_planted_barrier_faults():
+    """A relaxed arrive and weights reloaded inside the time loop are reported; the same
+    kernel without them passes the lint (its control)."""
+    pointer, flags = {"tensor": "float32", "align16": True}, {"tensor": "int32", "align16": True}
+
+    def spec(relaxed, reload):
+        return {"module": "tests/gate_faults.py", "kernel": "barrier_fault_kernel",
+                "args": [pointer, flags, pointer, 17],
+                "options": {"RELAXED_ARRIVE": relaxed, "W_IN_LOOP": reload}, "grid": [4], "archs": [90]}
+
+    specs = [spec(True, True), spec(False, False)]
+    results = compile_gate.compile_all({"faults": ("here", specs, [90])}, CACHE_DIR)["faults"]
+    assert not isinstance(results, str), results
+    faulty = compile_gate.findings(specs[:1], [r for r in results if r["index"] == 0])
+    assert any("arrive is not a release at GPU scope" in f and "relaxed" in f for f in faulty), faulty
+    assert any("loads of the weights inside the time loop" in f for f in faulty), faulty
+    assert not compile_gate.findings(specs, [r for r in results if r["index"] == 1])
+
+
+def test_persistent_kernels_linted_and_estimated(gate, capsys):
+    """Every sampled persistent launch carries the PTX lint's facts (its findings fail
+    the compile test above); prints the analytical per-step estimate of each, to be
+    checked against the first GPU run (also in ESTIMATES_FILE)."""
+    from rnnkernels.triton_kernels import ptx_lint
+
+    specs, outcome = gate
+    lines = []
+    for job, results in outcome.items():
+        if isinstance(results, str):
+            continue
+        for r in results:
+            spec = specs[r["index"]]
+            if not spec["kernel"].endswith("persistent_kernel") or r["arch"] != 90 or "error" in r:
+                continue
+            assert "lint" in r, f"{job}: {spec['kernel']} not linted"
+            o, facts = spec["options"], r["lint"]
+            phases = 2 if o["HAS_PROJ"] else 1
+            estimate = ptx_lint.per_step_estimate_us(facts, 32 * o["num_warps"], spec["grid"][0], 1, phases)
+            lines.append(f"{job} {spec['kernel']} CELL={o['CELL']} PROJ={o['HAS_PROJ']} {_tensor_dtype(spec)}/"
+                         f"{o['PRECISION']} K={o['BLOCK_K']} P={spec['grid'][0]}: {estimate:.2f} us/step (B<=16) "
+                         f"[{facts['loop_global_bytes_per_thread']} B/thread/step, {facts['loop_mma']} MMA "
+                         f"({facts['loop_wgmma']} wgmma), regs {r['regs']}]")
+    assert lines, "no persistent launch compiled"
+    with open(ESTIMATES_FILE, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    with capsys.disabled():
+        print("\nper-step estimates (est.: barrier 1 us, L2 5.5 TB/s, 20 ns per MMA):\n" + "\n".join(lines))
+
+
+def _fits_sm80(spec):
+    """Whether the rule admits a persistent launch's weights on an A100 (its budget
+    shrinks with its shared memory, persistent_launch.shared_memory_share)."""
+    from rnnkernels.triton_kernels import persistent_launch
+
+    o = spec["options"]
+    if not spec["kernel"].endswith("persistent_kernel"):
+        return True
+    if spec["kernel"].startswith("forward"):
+        elements = (4 if o["G"] > 1 else 1) * o["BLOCK_U"] * o["BLOCK_K"] + o["HAS_PROJ"] * o["BLOCK_H"] * o["BLOCK_U"]
+    else:
+        elements = o["G"] * o["BLOCK_K"] * o["BLOCK_U"] + o["HAS_PROJ"] * o["BLOCK_P"] * o["BLOCK_U"]
+    dtype = _tensor_dtype(spec)
+    kind = o["PRECISION"] if dtype == "float32" else dtype
+    share = compile_worker_shared_limit(80) / persistent_launch.BUDGET_SHARED_MEMORY
+    return elements * {"float64": 8, "float32": 4}.get(dtype, 2) <= persistent_launch.RESIDENT_BUDGET[kind] * share
+
+
+def compile_worker_shared_limit(arch):
+    from rnnkernels.triton_kernels.compile_worker import SHARED_LIMIT
+
+    return SHARED_LIMIT[arch]
+
+
 @pytest.mark.slow
 def test_every_recorded_launch_compiles(recorded):
-    specs = [dict(s, archs=[90, 80]) for s in recorded[0]]
+    specs = [dict(s, archs=[90, 80] if _fits_sm80(s) else [90]) for s in recorded[0]]
     outcome = _compile(specs)
     for job, results in outcome.items():
         assert not isinstance(results, str), f"{job}: {results}"

@@ -44,9 +44,24 @@ def test_call1_says_what_it_skips(tmp_path):
     assert "step headline: skipped" in summary, summary
 
 
-def test_call2_runs_the_suite(tmp_path):
-    summary = _run(tmp_path / "out", "call2", 560)
-    assert [line.split()[1] for line in summary.splitlines() if line.startswith("step ")] == ["bench:"], summary
+def test_call2_makes_the_table_checks_auto_and_runs_the_suite(tmp_path):
+    summary = _run(tmp_path / "out", "call2", 330)
+    ran = [line.split()[1].rstrip(":") for line in summary.splitlines() if line.startswith("step ")]
+    assert ran == ["handoff-table", "auto", "bench"], summary
+    with tarfile.open(tmp_path / "out" / "logs-call2.tar.gz") as logs:
+        commands = {os.path.basename(n): logs.extractfile(n).read().decode() for n in logs.getnames()
+                    if n.endswith(".log")}
+    assert "RNNKERNELS_HANDOFF_TABLES=" in commands["auto.log"] and "--impl torch,auto" in commands["auto.log"]
+
+
+def test_headline_forces_each_kernel_path_and_names_real_implementations(tmp_path):
+    """The headline's --impl list is one the bench accepts: every 'backend:path' exists."""
+    from rnnkernels.bench import implementations
+
+    text = open(SCRIPT).read()
+    paths = text.split("HEADLINE_PATHS=", 1)[1].split()[0].split(",")
+    assert set(paths) - {"torch"} <= set(implementations.all_names()), paths
+    assert {"triton:persistent", "triton:step-graph", "cuda:persistent", "cuda:step"} <= set(paths)
 
 
 def test_unknown_call_is_refused(tmp_path):

@@ -1,8 +1,9 @@
 """The triton backend's own kernel paths against the reference, at op level.
 
 The backend-parametrized suites run the triton backend on the path its
-launcher picks; here both paths (per-step kernels and the whole-sequence
-kernel) are forced, with tiles shrunk to 16 so odd sizes span several row,
+launcher picks; here every path (per-step kernels launched one by one or
+replayed from a graph, fake_graph.FakeGraph without a GPU, and the
+whole-sequence kernel) is forced, with tiles shrunk to 16 so odd sizes span several row,
 unit and K tiles. On a machine without a GPU this runs under Triton's
 interpreter (tests/conftest.py sets TRITON_INTERPRET=1).
 """
@@ -37,7 +38,13 @@ def _ieee_fp32_on_gpu(monkeypatch):
         monkeypatch.setattr(torch.backends.cudnn.rnn, "fp32_precision", "ieee")
 
 
-@pytest.fixture(params=launch.PATHS)
+# The persistent path has its own file (tests/test_triton_persistent.py): its
+# launch-per-stage form would add minutes here under the interpreter. On a
+# GPU it joins the others.
+FIXTURE_PATHS = [p for p in launch.PATHS if p != "persistent" or not launch.is_interpreted()]
+
+
+@pytest.fixture(params=FIXTURE_PATHS)
 def path(request, monkeypatch):
     monkeypatch.setenv("RNNKERNELS_TRITON_PATH", request.param)
     return request.param
@@ -126,27 +133,36 @@ def test_custom_ops_pass_opcheck(cell):
     torch.library.opcheck(ops.triton_backward, backward_args, test_utils=("test_schema", "test_faketensor"))
 
 
+# The step path's loop runs captured in a CUDA graph on a GPU, launch by launch under the interpreter.
+STEP = "step" if launch.is_interpreted() else "step-graph"
+# Mid-sized layers: the persistent path on a GPU (its W slices fit), the step path under the interpreter.
+MID = STEP if launch.is_interpreted() else "persistent"
+
+
 def test_path_rule_and_override(monkeypatch):
     monkeypatch.delenv("RNNKERNELS_TRITON_PATH", raising=False)
     small = launch.choose_path("lstm", 16, 32, 32, torch.float32)
     large = launch.choose_path("lstm", 16, 1024, 1024, torch.float32)
     widest = launch.choose_path("gru", 256, 64, 64, torch.float32)
     projected = launch.choose_path("lstm", 16, 64, 65, torch.float32)
-    assert (small, large, widest, projected) == ("sequence", "step", "sequence", "step")
-    monkeypatch.setenv("RNNKERNELS_TRITON_PATH", "step")
-    assert launch.choose_path("lstm", 16, 32, 32, torch.float32) == "step"
+    assert (small, large, widest, projected) == ("sequence", STEP, "sequence", MID)
+    for forced in ("step", "step-graph"):
+        monkeypatch.setenv("RNNKERNELS_TRITON_PATH", forced)
+        assert launch.choose_path("lstm", 16, 32, 32, torch.float32) == forced
     monkeypatch.setenv("RNNKERNELS_TRITON_PATH", "sequence")
     with pytest.raises(ValueError, match=r"sequence needs hidden and output sizes <= 64 .* got 65 and 65"):
         launch.choose_path("rnn_tanh", 16, 65, 65, torch.float32)
     monkeypatch.setenv("RNNKERNELS_TRITON_PATH", "fastest")
-    with pytest.raises(ValueError, match="RNNKERNELS_TRITON_PATH must be one of step, sequence"):
+    with pytest.raises(ValueError, match="RNNKERNELS_TRITON_PATH must be one of step, step-graph, sequence, "
+                                         "persistent"):
         launch.choose_path("lstm", 16, 32, 32, torch.float32)
 
 
 @pytest.mark.parametrize("cell, batch, hidden, proj, forced, expected", [
-    ("lstm", 3, 64, None, "", "sequence"), ("gru", 3, 65, None, "", "step"),
-    ("lstm", 3, 32, 80, "", "step"), ("rnn_relu", 3, 8, None, "step", "step"),
-], ids=["small", "wide", "wide_proj", "forced_step"])
+    ("lstm", 3, 64, None, "", "sequence"), ("gru", 3, 65, None, "", MID.replace("persistent", "persistent(P=5)")),
+    ("lstm", 3, 32, 80, "", MID.replace("persistent", "persistent(P=5)")), ("rnn_relu", 3, 8, None, "step", "step"),
+    ("rnn_tanh", 3, 8, None, "step-graph", "step-graph"),
+], ids=["small", "wide", "wide_proj", "forced_step", "forced_step_graph"])
 def test_kernel_path_names_the_path_without_launching(cell, batch, hidden, proj, forced, expected, monkeypatch):
     """kernel_path reads shapes, dtype and the environment only: meta tensors (no data) will do."""
     from rnnkernels.backends import backend_implementation
@@ -158,7 +174,7 @@ def test_kernel_path_names_the_path_without_launching(cell, batch, hidden, proj,
     w_hr = torch.empty(proj, hidden, device="meta") if proj else None
     backend = backend_implementation("triton")
     assert backend.kernel_path(cell, xg, w_hh, w_hr) == expected
-    assert expected in backend.paths
+    assert expected.split("(")[0] in backend.paths
 
 
 def test_other_backends_name_their_paths(monkeypatch):

@@ -12,6 +12,8 @@
 #include <optional>
 #include <string>
 
+#include "pointwise.h"
+
 namespace rnnkernels {
 
 // Process-wide switch, set from Python through rnnkernels._C. When on, every
@@ -47,6 +49,19 @@ void round_to(T* p, int64_t n, at::ScalarType to) {
     for (int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(static_cast<float>(c10::BFloat16(p[i])));
   } else if (to == at::kHalf) {
     for (int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(static_cast<float>(c10::Half(p[i])));
+  }
+}
+
+// round_to with the level's vector rounding where it has one (pointwise.h).
+template <typename T>
+void round_with(const PointwiseKernels<T>& k, T* p, int64_t n, at::ScalarType to) {
+  void (*vector)(T*, int64_t) = to == at::kBFloat16 ? k.round_bfloat16
+                                : to == at::kHalf   ? k.round_half
+                                                    : nullptr;
+  if (vector != nullptr) {
+    vector(p, n);
+  } else {
+    round_to(p, n, to);
   }
 }
 

@@ -14,8 +14,10 @@
 
 #include "common.h"
 #include "gemm.h"
+#include "gemm16.h"
 #include "pointwise.h"
 #include "region.h"
+#include "step_gemm.h"
 
 namespace rnnkernels {
 namespace {
@@ -32,8 +34,11 @@ void gru_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool traini
   const int64_t T_ = s.steps, B = s.batch, H = s.hidden, G3 = 3 * H;
   const PointwiseKernels<T> k = pointwise_kernels<T>(active_isa());
   const GemmPath path = gemm_path(io.xg.scalar_type());
+  const bool amx = amx_recurrence(round == at::kBFloat16);
   std::vector<T> h_buf(2 * B * H);  // h_{t-1} and h_t
   std::copy_n(io.h_state.data_ptr<T>(), B * H, h_buf.data());
+  Bf16Rows h16(amx, B, H);  // the same h in bfloat16, for AMX
+  publish_rows(h16, amx, 0, B, Slice{0, H}, h_buf.data(), H);
   const T* xg = io.xg.data_ptr<T>();
   const T* w_hh = io.w_hh.data_ptr<T>();
   const T* b_hn = io.b_hn.defined() ? io.b_hn.data_ptr<T>() : nullptr;
@@ -48,24 +53,23 @@ void gru_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool traini
     for (int64_t g = 0; g < 3; ++g) {
       std::copy_n(w_hh + (g * H + u.begin) * H, n * H, rows.data() + g * n * H);
     }
-    const SliceGemm<T> gemm(path, rows.data(), H, true, B, 3 * n, H);
-    std::vector<T> acc(B * 3 * n);
+    StepGemm<T> gemm(path, amx, rows.data(), H, true, B, 3 * n, H);
 
     for (int64_t t = 0; t < T_; ++t) {
       const T* h_prev = h_buf.data() + (t % 2) * B * H;
       T* h_next = h_buf.data() + ((t + 1) % 2) * B * H;
       const int64_t slot = training ? t : 0;
-      gemm.run(h_prev, H, acc.data(), 3 * n);
+      gemm.run(h_prev, H, h16.data(t));
       for (int64_t b = 0; b < B; ++b) {
         T* row_gates = gates + (slot * B + b) * G3 + u.begin;
         T* row_hn = hn + (slot * B + b) * H + u.begin;
         T* row_y = y + (t * B + b) * H + u.begin;
         if (mask.active(b, t)) {
-          k.gru_forward({n, H, acc.data() + b * 3 * n, xg + (t * B + b) * G3 + u.begin,
+          k.gru_forward({n, H, gemm.out() + b * gemm.out_stride(), xg + (t * B + b) * G3 + u.begin,
                          b_hn == nullptr ? nullptr : b_hn + u.begin, h_prev + b * H + u.begin,
                          row_gates, row_hn, row_y, h_next + b * H + u.begin});
-          round_to(row_y, n, round);  // h as stored in the input dtype
-          round_to(h_next + b * H + u.begin, n, round);
+          round_with(k, row_y, n, round);  // h as stored in the input dtype
+          round_with(k, h_next + b * H + u.begin, n, round);
           continue;
         }
         for (int64_t g = 0; g < 3; ++g) {  // an ended row keeps its state, writes zeros
@@ -75,6 +79,7 @@ void gru_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool traini
         std::fill_n(row_y, n, T(0));
         std::copy_n(h_prev + b * H + u.begin, n, h_next + b * H + u.begin);
       }
+      publish_rows(h16, amx, t + 1, B, u, h_next, H);
       step_barrier();  // h_t complete
     }
   });
@@ -115,7 +120,7 @@ struct GruBackwardTensors {
 };
 
 template <typename T>
-void gru_backward_loop(const RecurrenceShape& s, const RowMask& mask, int64_t tbptt,
+void gru_backward_loop(const RecurrenceShape& s, const RowMask& mask, int64_t tbptt, bool amx,
                        GruBackwardTensors& io) {
   const int64_t T_ = s.steps, B = s.batch, H = s.hidden, G3 = 3 * H;
   const PointwiseKernels<T> k = pointwise_kernels<T>(active_isa());
@@ -129,23 +134,25 @@ void gru_backward_loop(const RecurrenceShape& s, const RowMask& mask, int64_t tb
   T* dxg = io.dxg.data_ptr<T>();
   T* drec = io.dg_rec.data_ptr<T>();
   T* dh_state = io.dh_state.data_ptr<T>();
+  Bf16Rows drec16(amx, B, G3, 2);  // the recurrent gradient in two bfloat16 halves, for AMX
 
   run_region(region_threads(H), [&](int tid, int threads) {
     const Slice u = slice_of(H, tid, threads);
     const int64_t n = u.size();
-    const SliceGemm<T> carry_gemm(path, w_hh + u.begin, H, false, B, n, G3);
-    std::vector<T> carry(B * n), direct(B * n), acc(B * n);
+    StepGemm<T> carry_gemm(path, amx, w_hh + u.begin, H, false, B, n, G3, 2);
+    std::vector<T> carry(B * n), direct(B * n);
     for (int64_t b = 0; b < B; ++b) {
       std::copy_n(dh_state + b * H + u.begin, n, carry.data() + b * n);
     }
     // The carry into h_{t-1} from step t, for rows active at t: the
     // recurrent gradient through W_hh plus the direct z * dh path.
     const auto carry_from = [&](int64_t t) {
-      carry_gemm.run(drec + t * B * G3, G3, acc.data(), n);
+      carry_gemm.run(drec + t * B * G3, G3, drec16.data(t));
       for (int64_t b = 0; b < B; ++b) {
         if (mask.active(b, t)) {
+          const T* acc = carry_gemm.out() + b * carry_gemm.out_stride();
           for (int64_t j = 0; j < n; ++j) {
-            carry[b * n + j] = acc[b * n + j] + direct[b * n + j];
+            carry[b * n + j] = acc[j] + direct[b * n + j];
           }
         }
       }
@@ -178,6 +185,9 @@ void gru_backward_loop(const RecurrenceShape& s, const RowMask& mask, int64_t tb
         }
         k.gru_backward({n, H, gates + (t * B + b) * G3 + u.begin, hn + (t * B + b) * H + u.begin,
                         h_prev + b * H + u.begin, dh, row_dxg, row_rec, direct.data() + b * n});
+      }
+      for (int64_t g = 0; g < 3; ++g) {
+        publish_rows(drec16, amx, t, B, Slice{g * H + u.begin, g * H + u.end}, drec + t * B * G3, G3);
       }
       step_barrier();  // the recurrent gradient of step t complete
     }
@@ -212,14 +222,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_backward_cpu(
   io.dg_rec = new_output({s.steps, s.batch, 3 * s.hidden}, opts);
   io.dh_state = dh_n.to(compute).contiguous().clone();
   AT_DISPATCH_FLOATING_TYPES(compute, "gru_backward_cpu", [&] {
-    gru_backward_loop<scalar_t>(s, mask, tbptt, io);
+    gru_backward_loop<scalar_t>(s, mask, tbptt, amx_recurrence(dtype == at::kBFloat16), io);
   });
 
-  at::Tensor dw_hh = at::mm(io.dg_rec.view({s.steps * s.batch, 3 * s.hidden}).t(),
-                            previous_hidden(io.h0, io.y));
+  // 16-bit: from the recurrent gradient rounded to the input dtype, as the
+  // dxg returned is, on the 16-bit GEMMs.
+  const at::Tensor dw_hh =
+      weight_gradient(io.dg_rec.view({s.steps * s.batch, 3 * s.hidden}).to(dtype),
+                      previous_hidden(h0.to(dtype), y.to(dtype)));
   at::Tensor db_hn = has_b_hn ? io.dg_rec.narrow(2, 2 * s.hidden, s.hidden).sum({0, 1})
                               : at::empty({0}, opts);
-  return {io.dxg.to(dtype), dw_hh.to(dtype), io.dh_state.to(dtype), db_hn.to(dtype)};
+  return {io.dxg.to(dtype), dw_hh, io.dh_state.to(dtype), db_hn.to(dtype)};
 }
 
 }  // namespace

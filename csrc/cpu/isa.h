@@ -10,7 +10,10 @@
 
 namespace rnnkernels {
 
-enum class CpuIsa { kBase = 0, kAvx2 = 1, kAvx512 = 2 };
+// amx: the avx512 gate math, plus AMX-BF16 tiles for the per-step GEMMs of
+// bfloat16 layers (amx_gemm.h); it needs the OS to grant the process the
+// tile state, which isa_supported asks for once.
+enum class CpuIsa { kBase = 0, kAvx2 = 1, kAvx512 = 2, kAmx = 3 };
 
 const char* isa_name(CpuIsa isa);
 
@@ -26,5 +29,11 @@ CpuIsa active_isa();
 
 // "base, avx2" and so on: the levels this CPU supports.
 std::string supported_isas();
+
+// The 16-bit features of this CPU that decide the 16-bit GEMM paths, as
+// /proc/cpuinfo names them: a space-separated subset of "avx512_bf16
+// avx512_fp16 amx_bf16 amx_tile" (the AMX ones: the CPU has them; whether the
+// OS lets a process use the tiles is asked when they are first needed).
+std::string cpu_16bit_features();
 
 }  // namespace rnnkernels

@@ -16,8 +16,10 @@
 
 #include "common.h"
 #include "gemm.h"
+#include "gemm16.h"
 #include "pointwise.h"
 #include "region.h"
+#include "step_gemm.h"
 
 namespace rnnkernels {
 namespace {
@@ -35,9 +37,12 @@ void lstm_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool train
   const bool proj = io.w_hr.defined();
   const PointwiseKernels<T> k = pointwise_kernels<T>(active_isa());
   const GemmPath path = gemm_path(io.xg.scalar_type());
+  const bool amx = amx_recurrence(round == at::kBFloat16);
   // h_{t-1} and h_t, [2][B, P]; the unprojected h of every unit, [B, H].
   std::vector<T> h_buf(2 * B * P);
   std::copy_n(io.h_state.data_ptr<T>(), B * P, h_buf.data());
+  Bf16Rows h16(amx, B, P);  // the same h in bfloat16, for AMX
+  publish_rows(h16, amx, 0, B, Slice{0, P}, h_buf.data(), P);
   std::vector<T> h_full(proj ? B * H : 0, T(0));
   const T* xg = io.xg.data_ptr<T>();
   const T* w_hh = io.w_hh.data_ptr<T>();
@@ -55,29 +60,30 @@ void lstm_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool train
     for (int64_t g = 0; g < 4; ++g) {
       std::copy_n(w_hh + (g * H + u.begin) * P, n * P, rows.data() + g * n * P);
     }
-    const SliceGemm<T> gemm(path, rows.data(), P, true, B, 4 * n, P);
+    StepGemm<T> gemm(path, amx, rows.data(), P, true, B, 4 * n, P);
     const SliceGemm<T> proj_gemm(path, proj ? w_hr + q.begin * H : nullptr, H, true,
                                  proj ? B : 0, q.size(), H);
-    std::vector<T> acc(B * 4 * n), proj_acc(proj ? B * q.size() : 0);
+    std::vector<T> proj_acc(proj ? B * q.size() : 0);
 
     for (int64_t t = 0; t < T_; ++t) {
       const T* h_prev = h_buf.data() + (t % 2) * B * P;
       T* h_next = h_buf.data() + ((t + 1) % 2) * B * P;
       T* y_t = y + t * B * P;
       const int64_t slot = training ? t : 0;
-      gemm.run(h_prev, P, acc.data(), 4 * n);
+      gemm.run(h_prev, P, h16.data(t));
+      const T* acc = gemm.out();
       for (int64_t b = 0; b < B; ++b) {
         T* row_gates = gates + (slot * B + b) * G4 + u.begin;
         T* row_cells = cells + (slot * B + b) * H + u.begin;
         T* row_c = c + b * H + u.begin;
         if (mask.active(b, t)) {
           T* h_out = proj ? h_full.data() + b * H + u.begin : y_t + b * P + u.begin;
-          k.lstm_forward({n, H, acc.data() + b * 4 * n, xg + (t * B + b) * G4 + u.begin, row_c,
+          k.lstm_forward({n, H, acc + b * gemm.out_stride(), xg + (t * B + b) * G4 + u.begin, row_c,
                           row_gates, row_cells, h_out,
                           proj ? nullptr : h_next + b * P + u.begin});
           if (!proj) {  // h as stored in the input dtype
-            round_to(h_out, n, round);
-            round_to(h_next + b * P + u.begin, n, round);
+            round_with(k, h_out, n, round);
+            round_with(k, h_next + b * P + u.begin, n, round);
           }
           continue;
         }
@@ -103,6 +109,7 @@ void lstm_forward_loop(const RecurrenceShape& s, const RowMask& mask, bool train
           }
         }
       }
+      publish_rows(h16, amx, t + 1, B, proj ? q : u, h_next, P);
       step_barrier();  // h_t complete
     }
   });
@@ -144,13 +151,14 @@ struct LstmBackwardTensors {
 };
 
 template <typename T>
-void lstm_backward_loop(const RecurrenceShape& s, const RowMask& mask, int64_t tbptt,
+void lstm_backward_loop(const RecurrenceShape& s, const RowMask& mask, int64_t tbptt, bool amx,
                         LstmBackwardTensors& io) {
   const int64_t T_ = s.steps, B = s.batch, H = s.hidden, P = s.hidden_out, G4 = 4 * H;
   const bool proj = io.w_hr.defined();
   const PointwiseKernels<T> k = pointwise_kernels<T>(active_isa());
   const GemmPath path = gemm_path(io.dy.scalar_type());
   std::vector<T> dh_shared(proj ? B * P : 0);  // dh_t over the P outputs (projection only)
+  Bf16Rows dg16(amx, B, G4, 2);  // dG_t in two bfloat16 halves, for AMX
   const T* dy = io.dy.data_ptr<T>();
   const T* w_hh = io.w_hh.data_ptr<T>();
   const T* w_hr = proj ? io.w_hr.data_ptr<T>() : nullptr;
@@ -169,19 +177,19 @@ void lstm_backward_loop(const RecurrenceShape& s, const RowMask& mask, int64_t t
     const Slice q = proj ? slice_of(P, tid, threads) : u;
     const int64_t n = u.size(), m = q.size();
     // dh_{t-1}[:, q] = dG_t W_hh[:, q]; with projection dh_full[:, u] = dh_t W_hr[:, u].
-    const SliceGemm<T> carry_gemm(path, w_hh + q.begin, P, false, B, m, G4);
+    StepGemm<T> carry_gemm(path, amx, w_hh + q.begin, P, false, B, m, G4, 2);
     const SliceGemm<T> proj_gemm(path, proj ? w_hr + u.begin : nullptr, H, false,
                                  proj ? B : 0, n, P);
-    std::vector<T> carry(B * m), acc(B * m), dh_full(proj ? B * n : 0);
+    std::vector<T> carry(B * m), dh_full(proj ? B * n : 0);
     for (int64_t b = 0; b < B; ++b) {
       std::copy_n(dh_state + b * P + q.begin, m, carry.data() + b * m);
     }
     // The carry into h_{t-1} from step t's dG (all units), for rows active at t.
     const auto carry_from = [&](int64_t t) {
-      carry_gemm.run(dxg + t * B * G4, G4, acc.data(), m);
+      carry_gemm.run(dxg + t * B * G4, G4, dg16.data(t));
       for (int64_t b = 0; b < B; ++b) {
         if (mask.active(b, t)) {
-          std::copy_n(acc.data() + b * m, m, carry.data() + b * m);
+          std::copy_n(carry_gemm.out() + b * carry_gemm.out_stride(), m, carry.data() + b * m);
         }
       }
     };
@@ -236,6 +244,9 @@ void lstm_backward_loop(const RecurrenceShape& s, const RowMask& mask, int64_t t
                          cells + (t * B + b) * H + u.begin, c_prev + b * H + u.begin,
                          dh + b * dh_stride, dc + b * H + u.begin, row_dxg});
       }
+      for (int64_t g = 0; g < 4; ++g) {
+        publish_rows(dg16, amx, t, B, Slice{g * H + u.begin, g * H + u.end}, dxg + t * B * G4, G4);
+      }
       step_barrier();  // dG_t complete
     }
     carry_from(0);
@@ -273,19 +284,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_back
   io.dh_state = dh_n.to(compute).contiguous().clone();
   io.dc_state = dc_n.to(compute).contiguous().clone();
   AT_DISPATCH_FLOATING_TYPES(compute, "lstm_backward_cpu", [&] {
-    lstm_backward_loop<scalar_t>(s, mask, tbptt, io);
+    lstm_backward_loop<scalar_t>(s, mask, tbptt, amx_recurrence(dtype == at::kBFloat16), io);
   });
 
   const int64_t rows = s.steps * s.batch;
-  at::Tensor dw_hh = at::mm(io.dxg.view({rows, 4 * s.hidden}).t(), previous_hidden(h0.to(compute), y.to(compute)));
+  // 16-bit: dW_hh from dG rounded to the input dtype, as the dxg returned is,
+  // on the 16-bit GEMMs.
+  const at::Tensor dxg = io.dxg.to(dtype);
+  const at::Tensor dw_hh = weight_gradient(dxg.view({rows, 4 * s.hidden}),
+                                           previous_hidden(h0.to(dtype), y.to(dtype)));
   at::Tensor dw_hr = at::empty({0}, opts);
   if (proj) {
     // Unprojected outputs o * tanh(c), recomputed; zero on ended rows.
     const at::Tensor h_full = io.gates.narrow(2, 3 * s.hidden, s.hidden) * io.cells.tanh();
     dw_hr = at::mm(io.dr.view({rows, s.hidden_out}).t(), h_full.reshape({rows, s.hidden}));
   }
-  return {io.dxg.to(dtype), dw_hh.to(dtype), io.dh_state.to(dtype), io.dc_state.to(dtype),
-          dw_hr.to(dtype)};
+  return {dxg, dw_hh, io.dh_state.to(dtype), io.dc_state.to(dtype), dw_hr.to(dtype)};
 }
 
 }  // namespace

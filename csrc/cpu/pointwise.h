@@ -90,6 +90,11 @@ struct PointwiseKernels {
   void (*rnn_relu_forward)(const RnnForwardRow<T>&);
   void (*rnn_tanh_backward)(const RnnBackwardRow<T>&);
   void (*rnn_relu_backward)(const RnnBackwardRow<T>&);
+  // p[0, n) rounded to bfloat16 / float16 and back in place (h as stored in
+  // a 16-bit input dtype), to nearest even; null at the base level, where the
+  // caller rounds with c10's conversions (common.h round_to).
+  void (*round_bfloat16)(T* p, int64_t n);
+  void (*round_half)(T* p, int64_t n);
 };
 
 // One table per level (pointwise_<level>.cpp); double has the base level only.

@@ -1,4 +1,4 @@
-// The gate math compiled for AVX2 + FMA (8 floats a vector). Chosen at run
+// The gate math compiled for AVX2 + FMA (8 floats a vector), F16C for float16 rounding. Chosen at run
 // time (isa.h): nothing here runs on a CPU without AVX2.
 //
 // Every header with inline functions of external linkage (the C and C++
@@ -10,7 +10,7 @@
 
 #include "pointwise.h"
 
-#pragma GCC target("avx2,fma")
+#pragma GCC target("avx2,fma,f16c")
 #define RK_VEC_AVX2
 #include "pointwise_impl.h"
 

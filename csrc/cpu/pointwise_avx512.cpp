@@ -10,7 +10,7 @@
 
 #include "pointwise.h"
 
-#pragma GCC target("avx512f,avx2,fma")
+#pragma GCC target("avx512f,avx2,fma,f16c")
 #define RK_VEC_AVX512
 #include "pointwise_impl.h"
 

@@ -10,6 +10,7 @@ template <>
 PointwiseKernels<float> pointwise_kernels<float>(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::kAvx512:
+    case CpuIsa::kAmx:  // AMX adds tiles for GEMMs, not for the gate math
       return pointwise_avx512();
     case CpuIsa::kAvx2:
       return pointwise_avx2();

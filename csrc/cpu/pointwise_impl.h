@@ -5,6 +5,8 @@
 // multiple of the width) runs the same code over Scalar<T>.
 #pragma once
 
+#include <type_traits>
+
 #include "pointwise.h"
 #include "vec.h"
 
@@ -144,12 +146,33 @@ void rnn_backward_row(const RnnBackwardRow<T>& a) {
   });
 }
 
+#if defined(RK_VEC_AVX2) || defined(RK_VEC_AVX512)
+template <typename V, bool kBFloat16>
+void round_row(float* p, int64_t n) {
+  for_slice<V, float>(n, [&](auto tag, int64_t k) {
+    using W = decltype(tag);
+    const W x = W::load(p + k);
+    (kBFloat16 ? round_bf16(x) : round_half(x)).store(p + k);
+  });
+}
+#endif
+
+// The table of a level; `rounding`: the vector levels' in-place 16-bit
+// rounding (float only).
 template <typename V, typename T>
 PointwiseKernels<T> make_kernels() {
-  return {&lstm_forward_row<V, T>,         &lstm_backward_row<V, T>,
-          &gru_forward_row<V, T>,          &gru_backward_row<V, T>,
-          &rnn_forward_row<V, T, false>,   &rnn_forward_row<V, T, true>,
-          &rnn_backward_row<V, T, false>,  &rnn_backward_row<V, T, true>};
+  PointwiseKernels<T> k{&lstm_forward_row<V, T>,         &lstm_backward_row<V, T>,
+                        &gru_forward_row<V, T>,          &gru_backward_row<V, T>,
+                        &rnn_forward_row<V, T, false>,   &rnn_forward_row<V, T, true>,
+                        &rnn_backward_row<V, T, false>,  &rnn_backward_row<V, T, true>,
+                        nullptr,                         nullptr};
+#if defined(RK_VEC_AVX2) || defined(RK_VEC_AVX512)
+  if constexpr (std::is_same_v<T, float>) {
+    k.round_bfloat16 = &round_row<V, true>;
+    k.round_half = &round_row<V, false>;
+  }
+#endif
+  return k;
 }
 
 }  // namespace

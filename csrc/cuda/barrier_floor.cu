@@ -12,12 +12,14 @@ namespace cuda {
 namespace {
 
 constexpr int kFloorThreads = 128;
-// About five seconds at 2 GHz: far beyond any legitimate wait of one barrier.
-constexpr long long kSpinLimitCycles = 10'000'000'000LL;
+// Ten seconds: far beyond any legitimate wait of one barrier.
+constexpr long long kSpinLimitNs = 10'000'000'000LL;
 
-__global__ void empty_barrier_loop(unsigned long long* counter, int steps, long long spin_limit) {
+__global__ void empty_barrier_loop(GridBarrier barrier, int steps) {
   for (int epoch = 1; epoch <= steps; ++epoch) {
-    grid_barrier(counter, static_cast<unsigned long long>(epoch), spin_limit);
+    if (!grid_barrier(barrier, static_cast<unsigned long long>(epoch))) {
+      return;
+    }
   }
 }
 
@@ -45,11 +47,13 @@ CooperativeGrid plan_grid(int device, int requested_ctas) {
   return grid;
 }
 
-cudaError_t timed_launch(int ctas, int steps, unsigned long long* counter, cudaStream_t stream,
+// scratch: [0, 8) the counter, [8, 12) the abort word, [12, 16) the error flag.
+cudaError_t timed_launch(int ctas, int steps, unsigned long long* scratch, cudaStream_t stream,
                          cudaEvent_t start, cudaEvent_t stop, float* milliseconds) {
-  long long spin_limit = kSpinLimitCycles;
-  void* args[] = {&counter, &steps, &spin_limit};
-  cudaError_t error = cudaMemsetAsync(counter, 0, sizeof(*counter), stream);
+  GridBarrier barrier{scratch, reinterpret_cast<unsigned int*>(scratch + 1),
+                      reinterpret_cast<int*>(scratch + 1) + 1, kSpinLimitNs, 1};
+  void* args[] = {&barrier, &steps};
+  cudaError_t error = cudaMemsetAsync(scratch, 0, 2 * sizeof(*scratch), stream);
   if (error == cudaSuccess) error = cudaEventRecord(start, stream);
   if (error == cudaSuccess) {
     error = cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(empty_barrier_loop),
@@ -58,7 +62,12 @@ cudaError_t timed_launch(int ctas, int steps, unsigned long long* counter, cudaS
   if (error == cudaSuccess) error = cudaEventRecord(stop, stream);
   if (error == cudaSuccess) error = cudaEventSynchronize(stop);
   if (error == cudaSuccess) error = cudaEventElapsedTime(milliseconds, start, stop);
-  return error;
+  unsigned int aborted = 0;
+  if (error == cudaSuccess) {
+    error = cudaMemcpy(&aborted, scratch + 1, sizeof(aborted), cudaMemcpyDeviceToHost);
+  }
+  // A barrier that gave up: the CTAs were not all running (the grid was not co-resident).
+  return error == cudaSuccess && aborted != 0 ? cudaErrorLaunchTimeout : error;
 }
 
 }  // namespace

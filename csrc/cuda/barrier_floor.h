@@ -23,7 +23,8 @@ struct BarrierFloorMeasurement {
 };
 
 // Measures `steps` (>= 1) empty barriers on the current device and stream.
-// `counter` is 8 zero-able bytes of device memory; `requested_ctas` 0 means
+// `counter` is 16 zero-able bytes of device memory (the barrier's counter,
+// abort word and error flag); `requested_ctas` 0 means
 // one CTA per SM. On a refusal (no cooperative launch, more CTAs than can be
 // resident) returns cudaErrorCooperativeLaunchTooLarge or
 // cudaErrorNotSupported with *refusal set to the reason.

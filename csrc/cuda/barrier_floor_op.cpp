@@ -20,7 +20,7 @@ double grid_barrier_floor(int64_t steps, int64_t ctas) {
   TORCH_CHECK(ctas >= 0 && ctas <= (1 << 20),
               "grid_barrier_floor: ctas must be 0 (one per SM) or a positive count, got ", ctas);
   const at::Tensor counter =
-      at::zeros({1}, at::TensorOptions().dtype(at::kLong).device(at::kCUDA));
+      at::zeros({2}, at::TensorOptions().dtype(at::kLong).device(at::kCUDA));
   const c10::cuda::CUDAGuard guard(counter.device());
   BarrierFloorMeasurement result{};
   const char* refusal = nullptr;

@@ -9,6 +9,7 @@
 // [dr, dz, dhn], which feeds the carry and, after the loop, dW_hh and db_hn.
 #include <torch/library.h>
 
+#include "../fp32_precision.h"
 #include "glue.h"
 #include "persistent_glue.h"
 
@@ -58,6 +59,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_forward_cuda(
   const auto device = xg.device();
   check_gru_forward_operands(s, h0, b_hn, CudaOperandCheck{dtype, device});
   const c10::cuda::CUDAGuard guard(device);
+  // float32 GEMMs at torch.nn's RNN precision (fp32_precision.h), not the matmul switch's.
+  const MatmulPrecisionFollowsRnn precision(dtype == at::kFloat);
   const DeviceLengths rows(lengths, s, device);
 
   const auto opts = xg.options();
@@ -132,6 +135,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gru_backward_cuda(
   const auto device = gates.device();
   check_gru_backward_operands(s, dy, y, hn, dh_n, h0, CudaOperandCheck{dtype, device});
   const c10::cuda::CUDAGuard guard(device);
+  // float32 GEMMs at torch.nn's RNN precision (fp32_precision.h), not the matmul switch's.
+  const MatmulPrecisionFollowsRnn precision(dtype == at::kFloat);
   const DeviceLengths rows(lengths, s, device);
 
   const auto opts = gates.options();

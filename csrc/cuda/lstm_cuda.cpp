@@ -3,7 +3,7 @@
 // forward runs on the persistent path when RNNKERNELS_CUDA_PATH selects it
 // (persistent_glue.h), and so does the backward; otherwise the step path
 // runs. Step forward, per step: hg = h_{t-1} W_hh^T (one GEMM through
-// ATen, on the current stream, honouring torch's TF32 setting), then the
+// ATen, on the current stream, at torch.nn's RNN precision for float32), then the
 // fused pointwise kernel of step_forward.cu, then the optional projection
 // GEMM and a masked copy into y_t and the state. Backward walks the steps in
 // reverse: carry combine, pointwise kernel, and dG_t W_hh for step t-1 unless
@@ -11,6 +11,7 @@
 // The cell state and the gradient carries stay in fp32 (fp64 for fp64).
 #include <torch/library.h>
 
+#include "../fp32_precision.h"
 #include "glue.h"
 #include "persistent_glue.h"
 
@@ -77,6 +78,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_forw
   const auto device = xg.device();
   check_lstm_forward_operands(s, w_hh, h0, c0, w_hr, CudaOperandCheck{dtype, device});
   const c10::cuda::CUDAGuard guard(device);
+  // float32 GEMMs at torch.nn's RNN precision (fp32_precision.h), not the matmul switch's.
+  const MatmulPrecisionFollowsRnn precision(dtype == at::kFloat);
   const DeviceLengths rows(lengths, s, device);
 
   const auto opts = xg.options();
@@ -160,6 +163,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> lstm_back
   check_lstm_backward_operands(s, dy, y, dh_n, dc_n, h0, c0, cells, w_hr,
                                CudaOperandCheck{dtype, device});
   const c10::cuda::CUDAGuard guard(device);
+  // float32 GEMMs at torch.nn's RNN precision (fp32_precision.h), not the matmul switch's.
+  const MatmulPrecisionFollowsRnn precision(dtype == at::kFloat);
   const DeviceLengths rows(lengths, s, device);
 
   const auto opts = gates.options();

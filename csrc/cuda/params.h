@@ -19,6 +19,8 @@
 
 #include <cstdint>
 
+#include "persistent_plan.h"
+
 namespace rnnkernels {
 namespace cuda {
 
@@ -184,23 +186,39 @@ cudaError_t launch_rnn_backward_step(const RnnBackwardStepParams<scalar_t>& p, b
 // ------------------------------------------------------ persistent forward
 // One cooperative launch runs all T steps (persistent_forward.cu). CTA k
 // owns hidden units [k*U, k*U + U) of every gate and keeps their rows of
-// W_hh in shared memory for the whole sequence; one grid barrier per step.
+// W_hh in shared memory for the whole sequence; per step it stages h_{t-1}
+// in shared memory once and multiplies on tensor cores (f16, bf16, tf32) or
+// CUDA cores (fp32 IEEE, fp64); one grid barrier per step. The layout comes
+// from persistent_plan.h.
 
 namespace rnnkernels {
 namespace cuda {
 
 enum class CellKind { kLstm, kGru, kRnnTanh, kRnnRelu };
 
+constexpr int gates_of(CellKind cell) {
+  return cell == CellKind::kLstm ? 4 : cell == CellKind::kGru ? 3 : 1;
+}
+
+// The grid barrier's state (grid_barrier.cuh), one per launch.
+struct GridBarrier {
+  unsigned long long* counter;  // 8 bytes of device memory, zeroed before the launch
+  unsigned int* abort_word;     // 4 bytes of device memory, zeroed before the launch
+  int* error_flag;              // host-mapped int; a timed-out wait writes error_code (sticky)
+  long long spin_limit_ns;      // the longest barrier wait, in ns of %globaltimer
+  int error_code;               // what a timeout writes to *error_flag
+};
+
 // What both persistent kernels take beside their tensors: the problem's
-// sizes, the rows' lengths and the grid barrier.
+// sizes, the rows' lengths, the slice layout and the grid barrier.
 struct PersistentGridParams {
-  const int64_t* lengths;             // [B] on the device, or nullptr for full length
-  unsigned long long* barrier_count;  // 8 bytes, zeroed before the launch
-  int64_t steps;                      // T
-  int64_t batch;                      // B
-  int64_t hidden;                     // H
-  int units_per_cta;                  // U
-  long long spin_limit_cycles;        // a barrier wait longer than this traps instead of hanging
+  const int64_t* lengths;  // [B] on the device, or nullptr for full length
+  GridBarrier barrier;
+  SliceLayout layout;      // persistent_plan.h, for this launch's engine
+  int64_t steps;           // T
+  int64_t batch;           // B
+  int64_t hidden;          // H
+  int units_per_cta;       // U
 };
 
 template <typename scalar_t>
@@ -219,26 +237,30 @@ struct PersistentForwardParams : PersistentGridParams {
   bool training;         // S = T (save every step) or 1
 };
 
-// How a persistent launch is sized, or why it cannot be made.
-struct PersistentPlan {
-  int ctas;                 // P = ceil(H / U)
-  int units_per_cta;        // U
-  size_t shared_bytes;      // dynamic shared memory per CTA
-  const char* refusal;      // nullptr when the launch may go ahead
+// The device's numbers a plan needs, read once per call by the glue.
+struct DeviceLimits {
+  int multiprocessors;
+  int64_t max_shared;  // opt-in shared memory per block
+  int major;           // compute capability
+  bool cooperative;    // cudaDevAttrCooperativeLaunch
 };
 
-// Checks the device (cooperative launch, SM count, opt-in shared memory),
-// sizes U so that one CTA per SM covers H, sets the kernel's shared-memory
-// attribute, queries its occupancy with that shared memory and block size,
-// and refuses when more CTAs are needed than can be resident.
+// Reads `device`'s limits; false (and the CUDA error cleared) if it cannot.
+bool read_device_limits(int device, DeviceLimits* limits);
+
+// Plans the launch (persistent_plan.h) for the engine `scalar_t` and `tf32`
+// select, sets the kernel's shared-memory attribute, checks its occupancy
+// with that shared memory and block size, and refuses (plan.refusal) when
+// the grid cannot be resident. `tf32` matters for float only.
 template <typename scalar_t>
-PersistentPlan plan_persistent_forward(CellKind cell, int64_t batch, int64_t hidden);
+PersistentPlan plan_persistent_forward(CellKind cell, int64_t batch, int64_t hidden, bool tf32,
+                                       const DeviceLimits& limits);
 
 // Launches with cudaLaunchCooperativeKernel after plan_persistent_forward
 // accepted the shape; returns the launch's error.
 template <typename scalar_t>
 cudaError_t launch_persistent_forward(const PersistentForwardParams<scalar_t>& p, CellKind cell,
-                                      const PersistentPlan& plan, cudaStream_t stream);
+                                      bool tf32, const PersistentPlan& plan, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace rnnkernels
@@ -247,8 +269,8 @@ cudaError_t launch_persistent_forward(const PersistentForwardParams<scalar_t>& p
 // One cooperative launch walks t = T-1 .. 0 (persistent_backward.cu). CTA k
 // owns the same units as in the forward but holds their *columns* of W_hh
 // (W_hh[:, U_k], G*H x U), so dh_t[:, U_k] = dG_{t+1} W_hh[:, U_k] needs all of
-// dG_{t+1} (read from global after the barrier) and no atomics. dW_hh and the
-// rest are GEMMs the glue runs after the launch.
+// dG_{t+1} (staged from global after the barrier, in K-chunks where it does
+// not fit) and no atomics. dW_hh and the rest are GEMMs the glue runs after.
 
 namespace rnnkernels {
 namespace cuda {
@@ -272,11 +294,12 @@ struct PersistentBackwardParams : PersistentGridParams {
 };
 
 template <typename scalar_t>
-PersistentPlan plan_persistent_backward(CellKind cell, int64_t batch, int64_t hidden);
+PersistentPlan plan_persistent_backward(CellKind cell, int64_t batch, int64_t hidden, bool tf32,
+                                        const DeviceLimits& limits);
 
 template <typename scalar_t>
 cudaError_t launch_persistent_backward(const PersistentBackwardParams<scalar_t>& p, CellKind cell,
-                                       const PersistentPlan& plan, cudaStream_t stream);
+                                       bool tf32, const PersistentPlan& plan, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace rnnkernels

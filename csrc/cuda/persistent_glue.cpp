@@ -1,16 +1,87 @@
 // Path choice and launches of the persistent kernels. See persistent_glue.h.
 #include "persistent_glue.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
+
+#include "../fp32_precision.h"
 
 namespace rnnkernels {
 namespace cuda {
 namespace {
 
-// About five seconds at 2 GHz: a barrier wait that long means a CTA is not
-// running, and trapping (a launch error the next check reports) beats a hang.
-constexpr long long kSpinLimitCycles = 10'000'000'000LL;
+// The longest a grid barrier waits before the launch gives up: far beyond
+// any legitimate wait (one step), short enough to end a hang.
+constexpr long long kDefaultSpinLimitMs = 10'000;
+
+// What a timed-out barrier writes to the error flag.
+constexpr int kForwardTimedOut = 1;
+constexpr int kBackwardTimedOut = 2;
+
+long long spin_limit_ns() {
+  const char* value = std::getenv("RNNKERNELS_CUDA_SPIN_LIMIT_MS");
+  if (value == nullptr || value[0] == '\0') {
+    return kDefaultSpinLimitMs * 1'000'000LL;
+  }
+  char* end = nullptr;
+  const long long ms = std::strtoll(value, &end, 10);
+  TORCH_CHECK(end != value && *end == '\0' && ms >= 0,
+              "RNNKERNELS_CUDA_SPIN_LIMIT_MS must be a non-negative number of milliseconds, got '",
+              value, "'");
+  return ms * 1'000'000LL;
+}
+
+bool debug_sync() {
+  const char* value = std::getenv("RNNKERNELS_CUDA_DEBUG_SYNC");
+  return value != nullptr && value[0] != '\0' && std::string(value) != "0";
+}
+
+// One int of pinned host memory, mapped into every device's address space:
+// a persistent kernel whose barrier times out writes its code there, and the
+// next call reads it on the host without any CUDA call or sync. Allocated
+// at the first persistent launch (nullptr before: nothing can have failed).
+std::atomic<int*> error_flag_storage{nullptr};
+
+int* device_error_flag() {
+  static int* flag = [] {
+    // Relaxed capture mode: the first launch may happen inside a CUDA graph capture.
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+    cudaThreadExchangeStreamCaptureMode(&mode);
+    int* p = nullptr;
+    const cudaError_t error = cudaHostAlloc(reinterpret_cast<void**>(&p), sizeof(int),
+                                            cudaHostAllocMapped | cudaHostAllocPortable);
+    cudaThreadExchangeStreamCaptureMode(&mode);
+    check_launch(error, "the persistent kernels' error flag (cudaHostAlloc)");
+    *p = 0;
+    error_flag_storage.store(p);
+    return p;
+  }();
+  void* device = nullptr;
+  check_launch(cudaHostGetDevicePointer(&device, flag, 0),
+               "the persistent kernels' error flag (cudaHostGetDevicePointer)");
+  return static_cast<int*>(device);
+}
+
+// Raises (once) if a persistent kernel launched earlier gave up at a barrier.
+void check_previous_launches() {
+  volatile int* flag = error_flag_storage.load();
+  if (flag == nullptr) {
+    return;
+  }
+  const int code = *flag;
+  if (code == 0) {
+    return;
+  }
+  *flag = 0;
+  TORCH_CHECK(false, "rnnkernels cuda backend: an earlier persistent ",
+              code == kBackwardTimedOut ? "backward" : "forward",
+              " kernel waited past RNNKERNELS_CUDA_SPIN_LIMIT_MS at a grid barrier and gave up: "
+              "its CTAs were not all running at once (another kernel or process holding SMs, "
+              "MPS or MIG limits). Its outputs were filled with NaN. RNNKERNELS_CUDA_PATH=step "
+              "avoids the persistent path.");
+}
 
 PathRequest requested_path() {
   const char* value = std::getenv("RNNKERNELS_CUDA_PATH");
@@ -42,17 +113,47 @@ bool plan_accepted(const PersistentPlan& plan, bool forced, const std::string& w
   return false;
 }
 
-// Fills what both persistent kernels take beside their tensors; `counter`
-// is the zeroed int64 the grid barrier counts in.
+// Fills what both persistent kernels take beside their tensors; `scratch`
+// is two zeroed int64: the grid barrier's counter, then its abort word.
 void fill_grid_params(PersistentGridParams& p, const RecurrenceShape& s, const DeviceLengths& rows,
-                      const at::Tensor& counter, const PersistentPlan& plan) {
+                      const at::Tensor& scratch, const PersistentPlan& plan, int error_code) {
   p.lengths = rows.at_step(0).lengths;
-  p.barrier_count = reinterpret_cast<unsigned long long*>(counter.data_ptr<int64_t>());
+  auto* words = reinterpret_cast<unsigned long long*>(scratch.data_ptr<int64_t>());
+  p.barrier = GridBarrier{words, reinterpret_cast<unsigned int*>(words + 1), device_error_flag(),
+                          spin_limit_ns(), error_code};
+  p.layout = plan.layout();
   p.steps = s.steps;
   p.batch = s.batch;
   p.hidden = s.hidden;
   p.units_per_cta = plan.units_per_cta;
-  p.spin_limit_cycles = kSpinLimitCycles;
+}
+
+// The device's limits, or a refusal naming why they could not be read.
+DeviceLimits current_device_limits(bool forced) {
+  DeviceLimits limits{};
+  int device = 0;
+  const bool read = cudaGetDevice(&device) == cudaSuccess && read_device_limits(device, &limits);
+  if (!read) {
+    cudaGetLastError();
+    TORCH_CHECK(!forced, "rnnkernels cuda backend: RNNKERNELS_CUDA_PATH=persistent, but the "
+                         "device attributes could not be read");
+  }
+  return limits;
+}
+
+// After a launch: with RNNKERNELS_CUDA_DEBUG_SYNC set (and no graph being
+// captured), wait for the kernel and raise at once if a barrier gave up.
+void debug_check(cudaStream_t stream) {
+  if (!debug_sync()) {
+    return;
+  }
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  check_launch(cudaStreamIsCapturing(stream, &capturing), "cudaStreamIsCapturing");
+  if (capturing != cudaStreamCaptureStatusNone) {
+    return;
+  }
+  check_launch(cudaStreamSynchronize(stream), "the persistent kernel (RNNKERNELS_CUDA_DEBUG_SYNC)");
+  check_previous_launches();
 }
 
 // Whether the launch ran. A grid too large to be resident is the one error
@@ -70,13 +171,15 @@ template <typename scalar_t>
 bool run_forward(CellKind cell, const RecurrenceShape& s, const DeviceLengths& rows, bool training,
                  bool forced, PersistentForwardTensors& io) {
   using k_t = kernel_t<scalar_t>;
-  const PersistentPlan plan = plan_persistent_forward<k_t>(cell, s.batch, s.hidden);
+  const bool tf32 = std::is_same_v<scalar_t, float> && rnn_fp32_uses_tf32();
+  const DeviceLimits limits = current_device_limits(forced);
+  const PersistentPlan plan = plan_persistent_forward<k_t>(cell, s.batch, s.hidden, tf32, limits);
   if (!plan_accepted(plan, forced, cell_name(cell), s)) {
     return false;
   }
   at::Tensor h_buffers = at::empty({2, s.batch, s.hidden}, io.xg.options());
   h_buffers[0].copy_(io.h0);
-  const at::Tensor counter = at::zeros({1}, io.xg.options().dtype(at::kLong));
+  const at::Tensor scratch = at::zeros({2}, io.xg.options().dtype(at::kLong));
 
   PersistentForwardParams<k_t> p;
   p.xg = ptr<scalar_t>(io.xg);
@@ -90,11 +193,13 @@ bool run_forward(CellKind cell, const RecurrenceShape& s, const DeviceLengths& r
   p.cells = ptr<scalar_t>(io.cells);
   p.hn = ptr<scalar_t>(io.hn);
   p.training = training;
-  fill_grid_params(p, s, rows, counter, plan);
-  if (!launched(launch_persistent_forward(p, cell, plan, c10::cuda::getCurrentCUDAStream()),
-                forced, "the persistent forward kernel")) {
+  fill_grid_params(p, s, rows, scratch, plan, kForwardTimedOut);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (!launched(launch_persistent_forward(p, cell, tf32, plan, stream), forced,
+                "the persistent forward kernel")) {
     return false;
   }
+  debug_check(stream);
   io.h_n = h_buffers[s.steps % 2].clone();
   return true;
 }
@@ -103,11 +208,13 @@ template <typename scalar_t>
 bool run_backward(CellKind cell, const RecurrenceShape& s, const DeviceLengths& rows, int64_t tbptt,
                   bool forced, PersistentBackwardTensors& io) {
   using k_t = kernel_t<scalar_t>;
-  const PersistentPlan plan = plan_persistent_backward<k_t>(cell, s.batch, s.hidden);
+  const bool tf32 = std::is_same_v<scalar_t, float> && rnn_fp32_uses_tf32();
+  const DeviceLimits limits = current_device_limits(forced);
+  const PersistentPlan plan = plan_persistent_backward<k_t>(cell, s.batch, s.hidden, tf32, limits);
   if (!plan_accepted(plan, forced, std::string("the ") + cell_name(cell) + " backward", s)) {
     return false;
   }
-  const at::Tensor counter = at::zeros({1}, io.dy.options().dtype(at::kLong));
+  const at::Tensor scratch = at::zeros({2}, io.dy.options().dtype(at::kLong));
   PersistentBackwardParams<k_t> p;
   p.dy = ptr<scalar_t>(io.dy);
   p.w_hh = ptr<scalar_t>(io.w_hh);
@@ -122,9 +229,14 @@ bool run_backward(CellKind cell, const RecurrenceShape& s, const DeviceLengths& 
   p.dxg = ptr<scalar_t>(io.dxg);
   p.dg_rec = ptr<scalar_t>(io.dg_rec);
   p.tbptt = tbptt;
-  fill_grid_params(p, s, rows, counter, plan);
-  return launched(launch_persistent_backward(p, cell, plan, c10::cuda::getCurrentCUDAStream()),
-                  forced, "the persistent backward kernel");
+  fill_grid_params(p, s, rows, scratch, plan, kBackwardTimedOut);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  if (!launched(launch_persistent_backward(p, cell, tf32, plan, stream), forced,
+                "the persistent backward kernel")) {
+    return false;
+  }
+  debug_check(stream);
+  return true;
 }
 
 // Whether RNNKERNELS_CUDA_PATH and the problem ask for the persistent path;
@@ -149,6 +261,7 @@ bool wants_persistent(CellKind cell, const RecurrenceShape& s, bool has_projecti
 
 bool try_persistent_forward(CellKind cell, const RecurrenceShape& s, bool has_projection,
                             const DeviceLengths& rows, bool training, PersistentForwardTensors& io) {
+  check_previous_launches();
   bool forced = false;
   if (!wants_persistent(cell, s, has_projection, &forced)) {
     return false;
@@ -163,6 +276,7 @@ bool try_persistent_forward(CellKind cell, const RecurrenceShape& s, bool has_pr
 bool try_persistent_backward(CellKind cell, const RecurrenceShape& s, bool has_projection,
                              const DeviceLengths& rows, int64_t tbptt,
                              PersistentBackwardTensors& io) {
+  check_previous_launches();
   bool forced = false;
   if (!wants_persistent(cell, s, has_projection, &forced)) {
     return false;

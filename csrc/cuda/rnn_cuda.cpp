@@ -6,6 +6,7 @@
 // per step. The backward needs nothing beyond y.
 #include <torch/library.h>
 
+#include "../fp32_precision.h"
 #include "glue.h"
 #include "persistent_glue.h"
 
@@ -42,6 +43,8 @@ std::tuple<at::Tensor, at::Tensor> rnn_forward_cuda(const at::Tensor& xg, const 
   const RecurrenceShape s = check_cuda_recurrence("rnn", xg, w_hh, 1);
   check_cuda_operand(h0, "h0", {s.batch, s.hidden}, xg.scalar_type(), xg.device());
   const c10::cuda::CUDAGuard guard(xg.device());
+  // float32 GEMMs at torch.nn's RNN precision (fp32_precision.h), not the matmul switch's.
+  const MatmulPrecisionFollowsRnn precision(xg.scalar_type() == at::kFloat);
   const DeviceLengths rows(lengths, s, xg.device());
 
   at::Tensor y = new_output({s.steps, s.batch, s.hidden}, xg.options());
@@ -97,6 +100,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rnn_backward_cuda(
   const auto device = y.device();
   check_rnn_backward_operands(s, dy, dh_n, h0, CudaOperandCheck{dtype, device});
   const c10::cuda::CUDAGuard guard(device);
+  // float32 GEMMs at torch.nn's RNN precision (fp32_precision.h), not the matmul switch's.
+  const MatmulPrecisionFollowsRnn precision(dtype == at::kFloat);
   const DeviceLengths rows(lengths, s, device);
 
   at::Tensor dxg = new_output({s.steps, s.batch, s.hidden}, y.options());

@@ -97,6 +97,8 @@ def _plan(args, device):
     modes = _choices(args.mode, suite.MODES, "mode")
     impls = _choices(args.impl, implementations.all_names(), "impl",
                      {"compile": implementations.COMPILED, "torch": implementations.BASELINE})
+    if not args.impl:
+        impls = [name for name in impls if not implementations.runs_only_when_asked(name)]
     if args.shape:
         names = _choices(args.shape, tuple(suite.ALL_SHAPES), "shape")
         shapes, suite_name = [suite.ALL_SHAPES[name] for name in names], "custom"

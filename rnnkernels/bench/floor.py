@@ -44,7 +44,9 @@ def gemm_gflops(dtype_names, device):
 
 
 def cpu_backend_paths():
-    """{isa, isas, gemm_fp32, gemm_fp64} of the cpu backend, or None without its extension."""
+    """{isa, isas, gemm_fp32, gemm_fp64, gemm_bf16, gemm_fp16} of the cpu backend
+    (the 16-bit ones: the path of the input projection and weight gradients of
+    16-bit layers), or None without its extension."""
     from ..cpu_backend import load_extension
 
     extension, _ = load_extension()
@@ -52,7 +54,9 @@ def cpu_backend_paths():
         return None
     return {"isa": extension.cpu_isa(), "isas": extension.cpu_isas(),
             "gemm_fp32": extension.cpu_gemm_path("float32"),
-            "gemm_fp64": extension.cpu_gemm_path("float64")}
+            "gemm_fp64": extension.cpu_gemm_path("float64"),
+            "gemm_bf16": extension.cpu_gemm_path("bfloat16"),
+            "gemm_fp16": extension.cpu_gemm_path("float16")}
 
 
 def cpu_flags():

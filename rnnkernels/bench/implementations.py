@@ -1,5 +1,9 @@
 """What a case compares: torch.nn (the baseline), every rnnkernels backend in
-BACKEND_NAMES that runs here, and torch.compile of the reference backend.
+BACKEND_NAMES that runs here, torch.compile of the reference backend, and,
+when asked for: `auto`, which runs whichever backend auto picks, or hands the
+layer to torch.nn where a measured table says so (rnnkernels/handoff.py); and
+'backend:path' (e.g. 'triton:persistent'), a backend with one of its kernel
+paths forced through RNNKERNELS_<BACKEND>_PATH, for backends with several.
 
 Backends are discovered, not listed: a backend added to BACKEND_NAMES shows
 up in the suite, and is skipped with its own reason where it cannot run the
@@ -7,18 +11,37 @@ case's device and dtype.
 """
 
 import contextlib
+import os
 
 import torch
 
 from ..backends import BACKEND_NAMES, backend_implementation, unavailable_reason
+from ..handoff import PATH_SEPARATOR
 from .suite import DTYPES
 
 BASELINE = "torch.nn"
 COMPILED = "reference-compiled"  # torch.compile of an rnnkernels module on the reference backend
+AUTO = "auto"  # an rnnkernels module left on backend="auto", as users run it
+
+
+def path_names():
+    """'backend:path' for each kernel path of every backend that has more than one."""
+    return tuple(f"{backend}{PATH_SEPARATOR}{path}" for backend in BACKEND_NAMES
+                 for paths in [getattr(backend_implementation(backend), "paths", ())] if len(paths) > 1
+                 for path in paths)
 
 
 def all_names():
-    return (BASELINE,) + BACKEND_NAMES + (COMPILED,)
+    return (BASELINE,) + BACKEND_NAMES + (AUTO, COMPILED) + path_names()
+
+
+def runs_only_when_asked(name):
+    """auto and the forced paths repeat what the backends measure: run when named with --impl."""
+    return name == AUTO or PATH_SEPARATOR in name
+
+
+def _backend_of(name):
+    return "reference" if name == COMPILED else name.split(PATH_SEPARATOR)[0]
 
 
 def baseline_description(device):
@@ -37,9 +60,9 @@ def baseline_short_name(device):
 def skip_reason(name, case, device, requested):
     """Why `name` does not run `case` on `device` here, or None. `requested`:
     the user named it with --impl (which overrides the suite's own choices)."""
-    if name == BASELINE:
+    if name in (BASELINE, AUTO):
         return None
-    backend = "reference" if name == COMPILED else name
+    backend = _backend_of(name)
     reason = unavailable_reason(backend)
     if reason is not None:
         return f"not available here: {reason}"
@@ -48,7 +71,7 @@ def skip_reason(name, case, device, requested):
         return reason
     # On CPU tensors the triton backend runs under the Triton interpreter, a
     # correctness tool that is orders of magnitude slower than the machine.
-    if name == "triton" and device.type == "cpu" and not requested:
+    if backend == "triton" and device.type == "cpu" and not requested:
         return "on a CPU it runs only in the Triton interpreter, which is for tests, not timing"
     return None
 
@@ -60,15 +83,35 @@ def build(name, workload):
     if name == COMPILED:
         module = workload.rnnkernels_module("reference")
         return torch.compile(module), module
-    module = workload.rnnkernels_module(name)
+    module = workload.rnnkernels_module(_backend_of(name))
     return module, module
 
 
 @contextlib.contextmanager
+def _path_forced(name):
+    backend, path = name.split(PATH_SEPARATOR)
+    variable = f"RNNKERNELS_{backend.upper()}_PATH"
+    saved = os.environ.get(variable)
+    os.environ[variable] = path
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[variable]
+        else:
+            os.environ[variable] = saved
+
+
+@contextlib.contextmanager
 def running(name):
-    """The settings an implementation runs under. Dynamo treats every RNNBase
-    subclass as an RNN and, unless allow_rnn is set, runs it eagerly (a
-    graph break), so "compiled" would time the eager module."""
+    """The settings an implementation runs under: a forced path's variable;
+    for "compiled", Dynamo's allow_rnn (Dynamo treats every RNNBase subclass
+    as an RNN and, unless allow_rnn is set, runs it eagerly, a graph break,
+    so "compiled" would time the eager module)."""
+    if PATH_SEPARATOR in name:
+        with _path_forced(name):
+            yield
+        return
     if name != COMPILED:
         yield
         return

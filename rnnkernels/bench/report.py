@@ -19,9 +19,11 @@ def header(meta):
         lines.append(f"floor: every FLOP at the GEMM rate measured now (GFLOP/s: {rates})")
     paths = meta.get("cpu_backend")
     if paths:
+        sixteen = (f", 16-bit projection bf16 {paths['gemm_bf16']}, fp16 {paths['gemm_fp16']}"
+                   if "gemm_bf16" in paths else "")  # absent in results from before 16-bit GEMMs
         lines.append(f"cpu backend: ISA {paths['isa']} (CPU supports {paths['isas']}; flags "
                      f"{' '.join(meta.get('cpu_flags') or [])}), GEMM fp32 {paths['gemm_fp32']}, "
-                     f"fp64 {paths['gemm_fp64']}")
+                     f"fp64 {paths['gemm_fp64']}{sixteen}")
     if meta.get("note"):
         lines.append(f"note: {meta['note']}")
     return "\n".join(lines)

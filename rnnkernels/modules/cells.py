@@ -56,7 +56,7 @@ class _Cell(BackendOption):
         w_ih, w_hh, b_ih, b_hh = weights
         with autocast_disabled(device_type, amp_dtype):
             backend = self._select_backend(input)
-            xg = project_input(cell, input, w_ih, b_ih, b_hh).unsqueeze(0)
+            xg = project_input(backend, cell, input, w_ih, b_ih, b_hh).unsqueeze(0)
             self._record_paths([kernel_path(backend, cell, xg, w_hh, None)])
             _, h, c = apply_recurrence(
                 backend, cell, None, xg, w_hh, states[0], states[1] if len(states) == 2 else None,

@@ -7,14 +7,19 @@ repeats torch.nn's input handling (and its error messages) and then runs the
 layers through the op contract on the selected backend.
 """
 
+import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from .. import handoff
+from ..backends import BackendUnavailableError, selected_backend_name
 from .checks import check_attributes, check_packed, check_sequence_length
 from .options import BackendOption, TbpttOption, autocast_disabled, autocast_dtype
 from .stack import run_stack
 
 _CELL_OF_MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn_tanh", "RNN_RELU": "rnn_relu"}
+# The benchmark suite's cell names (its "rnn" is torch.nn.RNN's default, tanh).
+_BENCH_CELL_OF_MODE = {"LSTM": "lstm", "GRU": "gru", "RNN_TANH": "rnn", "RNN_RELU": "rnn_relu"}
 
 
 class _RecurrentLayers(BackendOption, TbpttOption):
@@ -62,8 +67,39 @@ class _RecurrentLayers(BackendOption, TbpttOption):
             return zeros(self.hidden_size)
         return zeros(self.proj_size if self.proj_size > 0 else self.hidden_size), zeros(self.hidden_size)
 
+    def _hands_over(self, input, hx):
+        """Whether `auto` runs this call on torch.nn's own implementation
+        (rnnkernels/handoff.py: where a measured table says it is faster)."""
+        if self._backend != "auto" or self._tbptt is not None or torch.compiler.is_compiling():
+            return False
+        if torch._C._are_functorch_transforms_active():  # torch.nn's layers do not vmap
+            return False
+        shape = handoff.call_shape(input, self.batch_first)
+        if shape is None:
+            return False
+        data = input.data if isinstance(input, PackedSequence) else input
+        device = data.device
+        dtype = autocast_dtype(device.type, self._flat_weights[0].dtype) or data.dtype
+        name = handoff.dtype_name(dtype)
+        if name is None:
+            return False
+        states = () if hx is None else (hx if isinstance(hx, tuple) else (hx,))
+        training = torch.is_grad_enabled() and any(
+            isinstance(t, torch.Tensor) and t.requires_grad for t in (data, *states, *self._flat_weights))
+        call = (device.type, handoff.device_name(device), torch.get_num_threads() if device.type == "cpu" else None)
+        case = (_BENCH_CELL_OF_MODE[self.mode], name, training, self.num_layers, self.bidirectional,
+                isinstance(input, PackedSequence), self.proj_size > 0, shape[1], self.hidden_size, shape[0])
+        try:
+            return handoff.hands_over(call, case, lambda: selected_backend_name("auto", device.type, dtype))
+        except BackendUnavailableError:
+            return False
+
     def forward(self, input, hx=None):
         self._update_flat_weights()
+        if self._hands_over(input, hx):
+            if self.last_path != handoff.BASELINE:  # nn.Module's __setattr__ costs microseconds
+                self.last_backend = self.last_path = handoff.BASELINE
+            return super().forward(input, hx)
         is_lstm = self.mode == "LSTM"
         packed = isinstance(input, PackedSequence)
         if packed:

@@ -10,15 +10,18 @@ from ..function import apply_recurrence, kernel_path
 from ..layout import DenseLayout, PackedLayout
 
 
-def project_input(cell, x, w_ih, b_ih, b_hh):
+def project_input(backend, cell, x, w_ih, b_ih, b_hh):
     """xg = x W_ih^T + b_ih + b_hh for all steps at once; for GRU without b_hn,
-    which the reset gate multiplies inside the recurrence."""
+    which the reset gate multiplies inside the recurrence. A backend may run
+    the projection itself (an `input_projection(x, weight, bias)` method, the
+    same math as F.linear); otherwise it is F.linear."""
+    linear = getattr(backend, "input_projection", F.linear)
     if b_ih is None:
-        return F.linear(x, w_ih)
+        return linear(x, w_ih, None)
     if cell == "gru":
         hidden = b_hh.shape[0] // 3
         b_hh = torch.cat([b_hh[: 2 * hidden], b_hh.new_zeros(hidden)])
-    return F.linear(x, w_ih, b_ih + b_hh)
+    return linear(x, w_ih, b_ih + b_hh)
 
 
 def recurrent_bias(cell, b_hh):
@@ -56,8 +59,9 @@ def run_stack(module, cell, x, batch_sizes, h0, c0, dtype=None):
             reverse = direction == 1
             w = layer_weights(module, index, dtype)
             xg = layout.to_steps(
-                project_input(cell, layer_input, w["weight_ih"], w.get("bias_ih"), w.get("bias_hh")), reverse)
-            paths.append(kernel_path(backend, cell, xg, w["weight_hh"], w.get("weight_hr")))
+                project_input(backend, cell, layer_input, w["weight_ih"], w.get("bias_ih"),
+                              w.get("bias_hh")), reverse)
+            paths.append(kernel_path(backend, cell, xg, w["weight_hh"], w.get("weight_hr"), layout.lengths))
             y, h, c = apply_recurrence(
                 backend, cell, module.tbptt, xg, w["weight_hh"],
                 h0[index], None if c0 is None else c0[index],

@@ -66,6 +66,42 @@ def _resident_weights_by_column(p_w, H, H_out, G: tl.constexpr, BLOCK_O: tl.cons
 
 
 @triton.jit
+def _carry_product(s, p_w, p_lengths, p_dG, p_carry, p_direct, o_b, mask_b, o_o, mask_o, B, H, H_out,
+                   w0, w1, w2, w3, CELL: tl.constexpr, G: tl.constexpr, HAS_LENGTHS: tl.constexpr,
+                   ACC: tl.constexpr, PRECISION: tl.constexpr, RESIDENT: tl.constexpr, BLOCK_B: tl.constexpr,
+                   BLOCK_O: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The carry into h_{s-1} where step s is not cut: dG_s @ W_hh (+ GRU's direct
+    part) where the row is active at s, else the carry into h_s unchanged."""
+    rec = tl.zeros([BLOCK_B, BLOCK_O], ACC)
+    p_dG_s = p_dG + s * B * G * H
+    if RESIDENT:
+        o_k = tl.arange(0, BLOCK_K)
+        mask_k = o_k < H
+        rec += tl.dot(_load_rows(p_dG_s, o_b, o_k, G * H, mask_b, mask_k).to(w0.dtype), w0,
+                      input_precision=PRECISION, out_dtype=ACC)
+        if G > 1:
+            rec += tl.dot(_load_rows(p_dG_s, o_b, H + o_k, G * H, mask_b, mask_k).to(w0.dtype), w1,
+                          input_precision=PRECISION, out_dtype=ACC)
+            rec += tl.dot(_load_rows(p_dG_s, o_b, 2 * H + o_k, G * H, mask_b, mask_k).to(w0.dtype), w2,
+                          input_precision=PRECISION, out_dtype=ACC)
+        if G > 3:
+            rec += tl.dot(_load_rows(p_dG_s, o_b, 3 * H + o_k, G * H, mask_b, mask_k).to(w0.dtype), w3,
+                          input_precision=PRECISION, out_dtype=ACC)
+    else:  # W_hh streamed through K tiles
+        for k0 in range(0, G * H, BLOCK_K):
+            o_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = o_k < G * H
+            b_dG = _load_rows(p_dG_s, o_b, o_k, G * H, mask_b, mask_k).to(p_w.dtype.element_ty)
+            b_w = tl.load(p_w + o_k[:, None] * H_out + o_o[None, :], mask=mask_k[:, None] & mask_o[None, :],
+                          other=0.0)
+            rec += tl.dot(b_dG, b_w, input_precision=PRECISION, out_dtype=ACC)
+    if CELL == 1:
+        rec += _load_rows(p_direct + _slot(s) * B * H, o_b, o_o, H, mask_b, mask_o)
+    previous = _load_rows(p_carry + _slot(s) * B * H_out, o_b, o_o, H_out, mask_b, mask_o)
+    return tl.where(_active(s, p_lengths, o_b, mask_b, HAS_LENGTHS, BLOCK_B), rec, previous)
+
+
+@triton.jit
 def backward_carry_tile(t, pid_b, pid_o, T, tbptt, p_w, p_lengths, p_dy, p_dG, p_carry, p_direct,
                         B, H, H_out, w0, w1, w2, w3,
                         CELL: tl.constexpr, G: tl.constexpr, HAS_LENGTHS: tl.constexpr, ACC: tl.constexpr,
@@ -82,35 +118,14 @@ def backward_carry_tile(t, pid_b, pid_o, T, tbptt, p_w, p_lengths, p_dy, p_dG, p
     mask_o = o_o < H_out
     if t < T - 1:
         s = t + 1
-        rec = tl.zeros([BLOCK_B, BLOCK_O], ACC)
-        p_dG_s = p_dG + s * B * G * H
-        if RESIDENT:
-            o_k = tl.arange(0, BLOCK_K)
-            mask_k = o_k < H
-            rec += tl.dot(_load_rows(p_dG_s, o_b, o_k, G * H, mask_b, mask_k).to(w0.dtype), w0,
-                          input_precision=PRECISION, out_dtype=ACC)
-            if G > 1:
-                rec += tl.dot(_load_rows(p_dG_s, o_b, H + o_k, G * H, mask_b, mask_k).to(w0.dtype), w1,
-                              input_precision=PRECISION, out_dtype=ACC)
-                rec += tl.dot(_load_rows(p_dG_s, o_b, 2 * H + o_k, G * H, mask_b, mask_k).to(w0.dtype), w2,
-                              input_precision=PRECISION, out_dtype=ACC)
-            if G > 3:
-                rec += tl.dot(_load_rows(p_dG_s, o_b, 3 * H + o_k, G * H, mask_b, mask_k).to(w0.dtype), w3,
-                              input_precision=PRECISION, out_dtype=ACC)
-        else:  # W_hh streamed through K tiles
-            for k0 in range(0, G * H, BLOCK_K):
-                o_k = k0 + tl.arange(0, BLOCK_K)
-                mask_k = o_k < G * H
-                b_dG = _load_rows(p_dG_s, o_b, o_k, G * H, mask_b, mask_k).to(p_w.dtype.element_ty)
-                b_w = tl.load(p_w + o_k[:, None] * H_out + o_o[None, :], mask=mask_k[:, None] & mask_o[None, :],
-                              other=0.0)
-                rec += tl.dot(b_dG, b_w, input_precision=PRECISION, out_dtype=ACC)
-        if CELL == 1:
-            rec += _load_rows(p_direct + _slot(s) * B * H, o_b, o_o, H, mask_b, mask_o)
-        previous = _load_rows(p_carry + _slot(s) * B * H_out, o_b, o_o, H_out, mask_b, mask_o)
-        carry = tl.where(_active(s, p_lengths, o_b, mask_b, HAS_LENGTHS, BLOCK_B), rec, previous)
-        if (s > 0) & (s % tbptt == 0):  # truncated BPTT: step s passes nothing back to h_{s-1}
+        if (s > 0) & (s % tbptt == 0):
+            # truncated BPTT: step s passes nothing back to h_{s-1}. The same for every
+            # program of a step, so the product is skipped (a persistent grid keeps its barrier)
             carry = tl.zeros([BLOCK_B, BLOCK_O], ACC)
+        else:
+            carry = _carry_product(s, p_w, p_lengths, p_dG, p_carry, p_direct, o_b, mask_b, o_o, mask_o,
+                                   B, H, H_out, w0, w1, w2, w3, CELL, G, HAS_LENGTHS, ACC, PRECISION, RESIDENT,
+                                   BLOCK_B, BLOCK_O, BLOCK_K)
         _store_rows(p_carry + _slot(t) * B * H_out, carry, o_b, o_o, H_out, mask_b, mask_o)
     else:  # t == T - 1: the carry is dh_n, put in place by the launcher
         carry = _load_rows(p_carry + _slot(t) * B * H_out, o_b, o_o, H_out, mask_b, mask_o)

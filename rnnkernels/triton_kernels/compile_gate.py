@@ -15,6 +15,8 @@ import tempfile
 
 TRITON36_VERSION = "3.6.0"
 CACHE_ROOT = os.environ.get("RNNKERNELS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "rnnkernels"))
+from . import ptx_lint
+
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "compile_worker.py")
 
 
@@ -107,7 +109,16 @@ def findings(specs, results):
                          f"{r['local_ops']} LDL/STL)")
         if r["shared_limit"] is not None and r["shared"] > r["shared_limit"]:
             found.append(f"{where}: {r['shared']} B of shared memory, over the limit of {r['shared_limit']} B")
+        if "lint" in r:
+            found.extend(f"{where}: {problem}" for problem in ptx_lint.findings(r["lint"], _tensor_cores(spec)))
     return found
+
+
+def _tensor_cores(spec):
+    """Whether spec's products should run on tensor cores: 16-bit inputs, or fp32 in TF32."""
+    dtypes = {a["tensor"] for a in spec["args"] if isinstance(a, dict) and "tensor" in a}
+    precision = spec["options"].get("PRECISION")
+    return bool(dtypes & {"float16", "bfloat16"}) or ("float32" in dtypes and precision == "tf32")
 
 
 def describe(spec):

@@ -15,7 +15,8 @@ and an address of the recorded alignment.
 Each result: the spec's index, arch, triton version, and either "error" or
 registers, "stack" and "local" bytes (cuobjdump --dump-resource-usage), the
 count of LDL/STL instructions in the SASS, "shared" bytes and the arch's limit,
-and "cache_hit" (TRITON_CACHE_DIR held the kernel already).
+"cache_hit" (TRITON_CACHE_DIR held the kernel already), and for the
+persistent kernels "lint" (ptx_lint.py's facts of the PTX).
 """
 
 import argparse
@@ -31,6 +32,10 @@ import time
 import types
 import warnings
 
+# Kernels whose PTX ptx_lint.py checks (the barrier's memory order, weights kept
+# out of the time loop); the weight pointers are the arguments named p_w, p_w_hr.
+LINTED = ("forward_persistent_kernel", "backward_persistent_kernel", "barrier_floor_kernel",
+          "barrier_fault_kernel")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Opt-in shared memory per block (bytes): sm_80 (A100) 163 KB, sm_90 (H100/H200) 227 KB.
 SHARED_LIMIT = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
@@ -93,13 +98,14 @@ class StandInTensor:
 
 
 def import_kernels():
-    """forward.py and backward.py under their package names (same cache keys
+    """forward.py, backward.py and persistent.py under their package names (same cache keys
     as in rnnkernels), without running rnnkernels/__init__.py (it needs torch)."""
     if "rnnkernels" not in sys.modules:
         package = types.ModuleType("rnnkernels")
         package.__path__ = [os.path.join(ROOT, "rnnkernels")]
         sys.modules["rnnkernels"] = package
-    return {key: importlib.import_module(f"rnnkernels.triton_kernels.{key}") for key in ("forward", "backward")}
+    return {key: importlib.import_module(f"rnnkernels.triton_kernels.{key}")
+            for key in ("forward", "backward", "persistent")}
 
 
 def _module(modules, key):
@@ -187,6 +193,10 @@ def compile_spec(modules, spec, arch):
         result.update(regs=regs, stack=stack, local=local, local_ops=local_ops,
                       shared=compiled.metadata.shared, shared_limit=SHARED_LIMIT.get(arch),
                       cache_hit=_was_cached(entries, compiled))
+        if spec["kernel"] in LINTED:
+            ptx_lint = importlib.import_module("rnnkernels.triton_kernels.ptx_lint")
+            weights = [i for i, name in enumerate(kernel.arg_names) if name in ("p_w", "p_w_hr")]
+            result["lint"] = ptx_lint.lint(compiled.asm["ptx"], weights)
     except Exception as error:  # every failure is a finding to report, not a crash of the worker
         causes = [error]
         while causes[-1].__cause__ is not None:

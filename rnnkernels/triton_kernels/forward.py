@@ -111,9 +111,7 @@ def forward_cell_tile(t, pid_b, pid_u,
     o_u = pid_u * BLOCK_U + tl.arange(0, BLOCK_U)
     mask_b = o_b < B
     mask_u = o_u < H
-    # slots: h_{t-1} / c_{t-1} live in slot t % S, this step writes slot (t + 1) % S
     p_h_prev = p_hs + (t % S) * B * H_out
-    p_h_next = p_hs + ((t + 1) % S) * B * H_out
     if RESIDENT:
         o_k = tl.arange(0, BLOCK_K)
         b_h = _load_rows(p_h_prev, o_b, o_k, H_out, mask_b, o_k < H_out)
@@ -127,6 +125,26 @@ def forward_cell_tile(t, pid_b, pid_u,
     else:
         acc0, acc1, acc2, acc3 = _gate_matmul(p_h_prev, p_w, o_b, mask_b, o_u, mask_u, H, H_out,
                                               G, ACC, PRECISION, BLOCK_B, BLOCK_U, BLOCK_K)
+    forward_cell_update(t, pid_b, pid_u, acc0, acc1, acc2, acc3,
+                        p_xg, p_bhn, p_lengths, p_hs, p_cs, p_y, p_gates, p_aux, B, H, H_out, S,
+                        CELL, G, HAS_LENGTHS, HAS_BHN, HAS_PROJ, SAVE, ACC, BLOCK_B, BLOCK_U)
+
+
+@triton.jit
+def forward_cell_update(t, pid_b, pid_u, acc0, acc1, acc2, acc3,
+                        p_xg, p_bhn, p_lengths, p_hs, p_cs, p_y, p_gates, p_aux, B, H, H_out, S,
+                        CELL: tl.constexpr, G: tl.constexpr, HAS_LENGTHS: tl.constexpr, HAS_BHN: tl.constexpr,
+                        HAS_PROJ: tl.constexpr, SAVE: tl.constexpr, ACC: tl.constexpr,
+                        BLOCK_B: tl.constexpr, BLOCK_U: tl.constexpr):
+    """The pointwise half of step t's tile: acc0..acc3 [BLOCK_B, BLOCK_U] hold h_{t-1} @ W_hh^T
+    for each gate's rows of units pid_u*BLOCK_U.. (in ACC); applies the cell and stores."""
+    o_b = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    o_u = pid_u * BLOCK_U + tl.arange(0, BLOCK_U)
+    mask_b = o_b < B
+    mask_u = o_u < H
+    # slots: h_{t-1} / c_{t-1} live in slot t % S, this step writes slot (t + 1) % S
+    p_h_prev = p_hs + (t % S) * B * H_out
+    p_h_next = p_hs + ((t + 1) % S) * B * H_out
     if HAS_LENGTHS:
         active = (t < tl.load(p_lengths + o_b, mask=mask_b, other=0))[:, None]
     else:

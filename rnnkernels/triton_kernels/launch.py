@@ -4,48 +4,109 @@ the kernel path, run the kernels, and finish backward with large matmuls.
 No autograd here; ops.py wraps these as torch.library custom ops.
 """
 
+import functools
 import os
 
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.interpreter import InterpretedFunction
 
 from ..contract import CELL_GATES
 from . import backward as bwd
 from . import checks
 from . import forward as fwd
+from . import graphs
+from . import persistent_launch
 from .precision import rnn_fp32_precision
 
 CELL_CODES = {"lstm": fwd.LSTM, "gru": fwd.GRU, "rnn_tanh": fwd.RNN_TANH, "rnn_relu": fwd.RNN_RELU}
-PATHS = ("step", "sequence")
+PATHS = ("step", "step-graph", "sequence", "persistent")
 
 # The sequence kernel holds all of W_hh in one register tile for the whole
 # sequence (one program per block of rows, no launch per step): it exists only
 # for H, H_out <= SEQUENCE_MAX_WIDTH. Larger layers take the step path (until
 # the persistent kernels land); a W_hh streamed from L2 by one program spilled
-# and ran on one SM. RNNKERNELS_TRITON_PATH = step | sequence forces a path.
+# and ran on one SM. On a GPU the step path's loop runs captured in a CUDA
+# graph ('step-graph', graphs.py); under the interpreter the loop launches
+# directly ('step'). Between the two, on a GPU, the 'persistent' path
+# (persistent.py, persistent_launch.py: the whole sequence in one cooperative
+# launch, W_hh spread over the SMs) runs where its model admits the layer.
+# RNNKERNELS_TRITON_PATH = step | step-graph | sequence | persistent forces a
+# path (step-graph on CPU tensors replays fake_graph.FakeGraph; persistent
+# under the interpreter launches each stage on its own).
 SEQUENCE_MAX_WIDTH = 64
+
+
+# Read once, at import: a capture (fake_graph.py) or a recording (record.py)
+# swaps the kernel objects for stand-ins while it lasts.
+_KERNELS_INTERPRETED = isinstance(fwd.forward_step_kernel, InterpretedFunction)
 
 
 def is_interpreted():
     """True when the kernels were created under TRITON_INTERPRET=1 (they run on CPU tensors)."""
-    from triton.runtime.interpreter import InterpretedFunction
-
-    return isinstance(fwd.forward_step_kernel, InterpretedFunction)
+    return _KERNELS_INTERPRETED
 
 
-def choose_path(cell, batch, hidden, hidden_out, dtype):
-    """'sequence' or 'step' for a layer of these sizes (pure: no launch, no sync)."""
+def _forced():
+    return os.environ.get("RNNKERNELS_TRITON_PATH", "")
+
+
+# The benchmark suite's cell names, which the hand-off tables use.
+_BENCH_CELLS = {"lstm": "lstm", "gru": "gru", "rnn_tanh": "rnn", "rnn_relu": "rnn_relu"}
+
+
+def _runnable(path, cell, hidden, hidden_out, dtype, fits):
+    if path == "sequence":
+        return fits
+    if path == "persistent":
+        return persistent_launch.refusal(cell, hidden, hidden_out, dtype, False) is None
+    return path in PATHS
+
+
+def _measured_path(cell, batch, hidden, hidden_out, dtype, fits, device, steps, training, packed):
+    """The path a hand-off table measured fastest near this call (rnnkernels/handoff.py:
+    the suite's 'triton:<path>' implementations on this GPU), where it can run it; else None."""
+    from .. import handoff
+
+    name = handoff.dtype_name(dtype)
+    if device is None or device.type != "cuda" or name is None or steps is None:
+        return None
+    path = handoff.fastest_path("cuda", handoff.device_name(device), None, "triton", _BENCH_CELLS[cell], name,
+                                training, 1, False, packed, hidden_out != hidden, batch, hidden, steps)
+    return path if path is not None and _runnable(path, cell, hidden, hidden_out, dtype, fits) else None
+
+
+def choose_path(cell, batch, hidden, hidden_out, dtype, device=None, steps=None, training=False, packed=False):
+    """'sequence', 'persistent', 'step-graph' or 'step' for a layer of these sizes
+    (pure: no launch, no sync). RNNKERNELS_TRITON_PATH first; then, on a GPU
+    and given the call's device, steps and mode, the path a measured table
+    found fastest near it; then the stated model: the sequence kernel where
+    one tile holds W_hh, the persistent kernels where persistent_launch's
+    model admits the layer, the graph-captured step loop elsewhere."""
     fits = max(hidden, hidden_out) <= SEQUENCE_MAX_WIDTH
-    forced = os.environ.get("RNNKERNELS_TRITON_PATH", "")
+    forced = _forced()
     if forced:
         if forced not in PATHS:
             raise ValueError(f"RNNKERNELS_TRITON_PATH must be one of {', '.join(PATHS)}, got {forced!r}")
         if forced == "sequence" and not fits:
             raise ValueError(f"RNNKERNELS_TRITON_PATH=sequence needs hidden and output sizes <= "
                              f"{SEQUENCE_MAX_WIDTH} (W_hh in one tile), got {hidden} and {hidden_out}")
+        if forced == "persistent":
+            refused = persistent_launch.refusal(cell, hidden, hidden_out, dtype, is_interpreted(), forced=True)
+            if refused is not None:
+                raise ValueError(f"RNNKERNELS_TRITON_PATH=persistent cannot run this layer: {refused}")
         return forced
-    return "sequence" if fits else "step"
+    if is_interpreted():
+        return "sequence" if fits else "step"
+    measured = _measured_path(cell, batch, hidden, hidden_out, dtype, fits, device, steps, training, packed)
+    if measured is not None:
+        return measured
+    if fits:
+        return "sequence"
+    if persistent_launch.refusal(cell, hidden, hidden_out, dtype, False) is None:
+        return "persistent"
+    return "step-graph"
 
 
 # The largest tile edge of the step kernels; None picks 32 on a GPU (a step's
@@ -102,6 +163,7 @@ def forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, save):
     """y [T, B, H_out], h_n, c_n (empty unless lstm), and hs, cs, gates, aux (see forward.py)."""
     checks.check_forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths)
     checks.check_length_values(lengths, xg.shape[0])
+    persistent_launch.raise_pending_error(xg.device)
     steps, batch, gate_width = xg.shape
     g = CELL_GATES[cell]
     hidden, hidden_out = gate_width // g, w_hh.shape[1]
@@ -126,32 +188,86 @@ def forward(cell, xg, w_hh, h0, c0, b_hn, w_hr, lengths, save):
     dummy = xg.new_empty((1,))
     flags = dict(CELL=CELL_CODES[cell], G=g, HAS_LENGTHS=lengths is not None, HAS_BHN=b_hn is not None,
                  HAS_PROJ=w_hr is not None, SAVE=save, ACC=acc_tl, PRECISION=precision)
-    path = choose_path(cell, batch, hidden, hidden_out, dtype)
+    path = choose_path(cell, batch, hidden, hidden_out, dtype, xg.device, steps, save, lengths is not None)
     block_b, block_u, block_k = _tiles(batch, hidden, hidden_out, path)
     tiles = dict(BLOCK_B=block_b, BLOCK_U=block_u, BLOCK_K=block_k)
     pointers = (xg, w_hh, dummy if b_hn is None else b_hn.contiguous(),
                 dummy if lengths is None else lengths, hs, cs if cell == "lstm" else dummy, y,
                 gates if save else dummy, aux if aux.numel() else dummy)
     rows = triton.cdiv(batch, block_b)
-    if path == "sequence":  # steps >= 1: check_forward refuses empty sequences
+    if path == "persistent" and not persistent_launch.forward(
+            (steps, batch, hidden, hidden_out, slots), flags,
+            dict(zip(_FORWARD_BUFFERS, pointers), w_hr=dummy if w_hr is None else w_hr),
+            is_interpreted(), _forced() == "persistent"):
+        path = "step-graph"  # the GPU cannot hold the grid (persistent_launch warned)
+    if path == "persistent":
+        pass  # it ran in the condition above
+    elif path == "sequence":  # steps >= 1: check_forward refuses empty sequences
         fwd.forward_sequence_kernel[(rows,)](
             steps, *pointers[:3], dummy if w_hr is None else w_hr, *pointers[3:],
             batch, hidden, hidden_out, slots, **flags, **tiles,
             num_warps=_sequence_num_warps(False, block_u, w_hr is not None))
     else:
-        cell_grid = (rows, triton.cdiv(hidden, block_u))
-        projection_grid = (rows, triton.cdiv(hidden_out, block_u))
-        for t in range(steps):
-            fwd.forward_step_kernel[cell_grid](
-                t, *pointers, batch, hidden, hidden_out, slots, **flags, **tiles)
-            if w_hr is not None:
-                fwd.forward_projection_step_kernel[projection_grid](
-                    t, w_hr, pointers[3], hs, y, aux, batch, hidden, hidden_out, slots,
-                    HAS_LENGTHS=lengths is not None, ACC=acc_tl, PRECISION=precision,
-                    BLOCK_B=block_b, BLOCK_P=block_u, BLOCK_K=block_k, num_warps=PROJECTION_STEP_NUM_WARPS)
+        sizes = (steps, batch, hidden, hidden_out, slots)
+        grids = ((rows, triton.cdiv(hidden, block_u)), (rows, triton.cdiv(hidden_out, block_u)))
+        loop = functools.partial(_forward_steps, sizes, grids, flags, tiles)
+        buffers = dict(zip(_FORWARD_BUFFERS, pointers), w_hr=dummy if w_hr is None else w_hr)
+        if path == "step-graph":
+            reads = {"xg": None, "w_hh": None, "hs": 0}  # slot 0 of the states: h0 (and c0)
+            if cell == "lstm":
+                reads["cs"] = 0
+            reads.update((name, None) for name, given in (("b_hn", b_hn), ("lengths", lengths), ("w_hr", w_hr))
+                         if given is not None)
+            writes = ("y", "hs") + ("cs",) * (cell == "lstm") + ("gates",) * save + ("aux",) * (aux.numel() > 0)
+            graphs.run_steps(loop, buffers, reads, writes)
+        else:
+            loop(buffers)
     h_n = hs[steps % slots].clone()
     c_n = cs[steps % slots].to(dtype, copy=True) if cell == "lstm" else xg.new_empty((0,))
     return y, h_n, c_n, hs, cs, gates, aux
+
+
+# The step kernel's tensor arguments, in order (forward's `pointers`).
+_FORWARD_BUFFERS = ("xg", "w_hh", "b_hn", "lengths", "hs", "cs", "y", "gates", "aux")
+
+
+def _forward_steps(sizes, grids, flags, tiles, buffers):
+    """The step path's forward loop: launches only, on `buffers` (graphs.run_steps may capture it)."""
+    steps, batch, hidden, hidden_out, slots = sizes
+    cell_grid, projection_grid = grids
+    b = buffers
+    for t in range(steps):
+        fwd.forward_step_kernel[cell_grid](
+            t, *(b[name] for name in _FORWARD_BUFFERS), batch, hidden, hidden_out, slots, **flags, **tiles)
+        if flags["HAS_PROJ"]:
+            fwd.forward_projection_step_kernel[projection_grid](
+                t, b["w_hr"], b["lengths"], b["hs"], b["y"], b["aux"], batch, hidden, hidden_out, slots,
+                HAS_LENGTHS=flags["HAS_LENGTHS"], ACC=flags["ACC"], PRECISION=flags["PRECISION"],
+                BLOCK_B=tiles["BLOCK_B"], BLOCK_P=tiles["BLOCK_U"], BLOCK_K=tiles["BLOCK_K"],
+                num_warps=PROJECTION_STEP_NUM_WARPS)
+
+
+def _backward_steps(sizes, grids, cut, flags, tiles, buffers):
+    """The step path's backward loop, t = T-1 down to -1 (dh0): launches only, on `buffers`."""
+    steps, batch, hidden, hidden_out = sizes
+    cell_grid, carry_grid = grids
+    b = buffers
+    common = dict(HAS_LENGTHS=flags["HAS_LENGTHS"], ACC=flags["ACC"], PRECISION=flags["PRECISION"])
+    for t in range(steps - 1, -2, -1):
+        if not flags["HAS_PROJ"]:
+            bwd.backward_step_kernel[cell_grid](
+                t, steps, cut, b["w_hh"], b["lengths"], b["dy"], b["hs"], b["cs"], b["gates"], b["aux"],
+                b["d_gates"], b["d_n"], b["carry"], b["d_c"], b["direct"], batch, hidden,
+                CELL=flags["CELL"], G=flags["G"], **common, **tiles)
+            continue
+        bwd.backward_projection_carry_step_kernel[carry_grid](
+            t, steps, cut, b["w_hh"], b["lengths"], b["dy"], b["d_gates"], b["d_ht"], b["carry"],
+            batch, hidden, hidden_out, **common,
+            BLOCK_B=tiles["BLOCK_B"], BLOCK_P=tiles["BLOCK_U"], BLOCK_K=tiles["BLOCK_K"])
+        if t >= 0:
+            bwd.backward_projection_cell_step_kernel[cell_grid](
+                t, cut, b["w_hr"], b["lengths"], b["cs"], b["gates"], b["d_gates"], b["d_ht"], b["d_c"],
+                batch, hidden, hidden_out, **common, **tiles)
 
 
 def backward(cell, tbptt, w_hh, w_hr, lengths, hs, cs, gates, aux, dy, dh_n, dc_n, has_b_hn):
@@ -162,6 +278,7 @@ def backward(cell, tbptt, w_hh, w_hr, lengths, hs, cs, gates, aux, dy, dh_n, dc_
     dtype = hs.dtype
     acc = acc_dtype(dtype)
     acc_tl, precision = _numerics(dtype)
+    persistent_launch.raise_pending_error(dy.device)
     w_hh, dy = w_hh.contiguous(), dy.contiguous()
     d_gates = torch.empty_like(gates)
     d_n = gates.new_empty((steps, batch, hidden) if cell == "gru" else (1,))
@@ -176,35 +293,40 @@ def backward(cell, tbptt, w_hh, w_hr, lengths, hs, cs, gates, aux, dy, dh_n, dc_
     cut = tbptt if tbptt else steps + 1  # a period that never divides a step index: no cut
     lengths_arg = dummy if lengths is None else lengths
     flags = dict(HAS_LENGTHS=lengths is not None, ACC=acc_tl, PRECISION=precision)
-    path = choose_path(cell, batch, hidden, hidden_out, dtype)
+    path = choose_path(cell, batch, hidden, hidden_out, dtype, gates.device, steps, True, lengths is not None)
     block_b, block_u, block_k = _tiles(batch, hidden, hidden_out, path)
     tiles = dict(BLOCK_B=block_b, BLOCK_U=block_u, BLOCK_K=block_k)
     rows = triton.cdiv(batch, block_b)
-    if path == "sequence":
+    buffers = dict(w_hh=w_hh, w_hr=dummy if w_hr is None else w_hr.contiguous(), lengths=lengths_arg, dy=dy,
+                   hs=hs, cs=cs if cell == "lstm" else dummy, gates=gates, aux=aux if aux.numel() else dummy,
+                   d_gates=d_gates, d_n=d_n, d_ht=d_ht, carry=carry, d_c=d_c, direct=direct)
+    loop_flags = dict(CELL=CELL_CODES[cell], G=g, HAS_PROJ=w_hr is not None, **flags)
+    if path == "persistent" and not persistent_launch.backward(
+            (steps, batch, hidden, hidden_out), cut, loop_flags, buffers, is_interpreted(),
+            _forced() == "persistent"):
+        path = "step-graph"  # the GPU cannot hold the grid (persistent_launch warned)
+    if path == "persistent":
+        pass  # it ran in the condition above
+    elif path == "sequence":
         bwd.backward_sequence_kernel[(rows,)](
             steps, cut, w_hh, dummy if w_hr is None else w_hr.contiguous(), lengths_arg, dy, hs,
             cs if cell == "lstm" else dummy, gates, aux if aux.numel() else dummy,
             d_gates, d_n, d_ht, carry, d_c, direct, batch, hidden, hidden_out,
             CELL=CELL_CODES[cell], G=g, HAS_PROJ=w_hr is not None, **flags, **tiles,
             num_warps=_sequence_num_warps(True, block_u, w_hr is not None))
-    elif w_hr is None:
-        cell_grid = (rows, triton.cdiv(hidden, block_u))
-        for t in range(steps - 1, -2, -1):
-            bwd.backward_step_kernel[cell_grid](
-                t, steps, cut, w_hh, lengths_arg, dy, hs, cs if cell == "lstm" else dummy, gates,
-                aux if aux.numel() else dummy, d_gates, d_n, carry, d_c, direct, batch, hidden,
-                CELL=CELL_CODES[cell], G=g, **flags, **tiles)
     else:
-        w_hr = w_hr.contiguous()
-        carry_grid, cell_grid = (rows, triton.cdiv(hidden_out, block_u)), (rows, triton.cdiv(hidden, block_u))
-        for t in range(steps - 1, -2, -1):
-            bwd.backward_projection_carry_step_kernel[carry_grid](
-                t, steps, cut, w_hh, lengths_arg, dy, d_gates, d_ht, carry, batch, hidden, hidden_out,
-                **flags, BLOCK_B=block_b, BLOCK_P=block_u, BLOCK_K=block_k)
-            if t >= 0:
-                bwd.backward_projection_cell_step_kernel[cell_grid](
-                    t, cut, w_hr, lengths_arg, cs, gates, d_gates, d_ht, d_c, batch, hidden, hidden_out,
-                    **flags, **tiles)
+        grids = ((rows, triton.cdiv(hidden, block_u)), (rows, triton.cdiv(hidden_out, block_u)))
+        loop = functools.partial(_backward_steps, (steps, batch, hidden, hidden_out), grids, cut, loop_flags, tiles)
+        if path == "step-graph":
+            # the carries hold dh_n (dc_n) in one slot and zeros in the other; dG's buffers are all written
+            reads = dict.fromkeys(("w_hh", "dy", "hs", "gates", "carry", "d_c"))
+            reads.update((name, None) for name, used in (("w_hr", w_hr is not None), ("lengths", lengths is not None),
+                                                         ("cs", cell == "lstm"), ("aux", aux.numel() > 0)) if used)
+            writes = ("d_gates", "carry") + ("d_c",) * (cell == "lstm") + ("d_n",) * (cell == "gru") + (
+                ("d_ht",) * (w_hr is not None))
+            graphs.run_steps(loop, buffers, reads, writes)
+        else:
+            loop(buffers)
     # dW_hh = sum_t dG_t^T h_{t-1}: one matmul over all steps, in ACC
     h_prev = hs[:steps].reshape(steps * batch, hidden_out).to(acc)
     d_w_hh = (d_gates.reshape(steps * batch, gate_width).T @ h_prev).to(w_hh.dtype)

@@ -1,8 +1,8 @@
 """Record what the launchers launch, without running a kernel, as JSON-ready
 specs that compile_worker.py compiles for a GPU target on any machine.
 
-The launchers run on CPU tensors with every kernel of forward.py and
-backward.py replaced by a recorder, and with the GPU's tile choices (the
+The launchers run on CPU tensors with every kernel of forward.py,
+backward.py and persistent.py replaced by a recorder, and with the GPU's tile choices (the
 interpreter's are not what a GPU runs). A spec keeps what decides the JIT's
 specialization and nothing else: each tensor's dtype and 16-byte alignment,
 each int's class (1, a multiple of 16, other; 32 or 64 bits) as a stand-in
@@ -19,8 +19,9 @@ import triton.language as tl
 from . import backward as bwd
 from . import forward as fwd
 from . import launch
+from . import persistent
 
-KERNEL_MODULES = {"forward": fwd, "backward": bwd}
+KERNEL_MODULES = {"forward": fwd, "backward": bwd, "persistent": persistent}
 
 
 def kernel_names():
