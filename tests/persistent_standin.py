@@ -5,7 +5,7 @@ persistent.py): a tanh RNN forward in which program p owns hidden units
 of h_{t-1}, writes its slice of h_t, then meets the others at a counter
 barrier (release arrive, acquire spin, bounded, an abort word beside the
 counter). On a failed barrier every program leaves the loop, writes NaN over
-what it owns and sets an error flag, which the next launch reads and raises.
+all it owns and sets an error flag, which the next launch reads and raises.
 
 Test-only: it stands in for the production kernels where those are absent and
 checks what the executor must support for them (tl.dot, lengths, a spin bound,
@@ -69,8 +69,8 @@ def standin_rnn_forward_kernel(
     b_w = tl.load(p_w + o_u[None, :] * H + o_k[:, None], mask=mask_k[:, None] & mask_u[None, :], other=0.0)
     lengths = tl.load(p_lengths + o_b, mask=mask_b, other=0)
     completed = True
+    o_own = o_b[:, None] * H + o_u[None, :]
     for t in range(0, T):
-        o_own = o_b[:, None] * H + o_u[None, :]
         if completed:
             b_h = tl.load(p_hs + t * B * H + o_b[:, None] * H + o_k[None, :],
                           mask=mask_b[:, None] & mask_k[None, :], other=0.0)
@@ -83,10 +83,10 @@ def standin_rnn_forward_kernel(
             tl.store(p_y + t * B * H + o_own, tl.where(active, h_new, 0.0), mask=mask_bu)
             # never inside a branch that differs between programs: every program passes T barriers
             completed = standin_barrier(p_sync, t + 1, NUM_PROGRAMS, MAX_SPINS, SHORT_BY)
-        if not completed:
-            tl.store(p_hs + (t + 1) * B * H + o_own, float("nan"), mask=mask_bu)
+    if not completed:  # poison all this program owns: every y step and the last h
+        for t in range(0, T):
             tl.store(p_y + t * B * H + o_own, float("nan"), mask=mask_bu)
-    if not completed:
+        tl.store(p_hs + T * B * H + o_own, float("nan"), mask=mask_bu)
         tl.store(p_error, 1)
 
 

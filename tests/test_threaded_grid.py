@@ -221,6 +221,23 @@ def test_withheld_program_sends_a_bounded_barrier_down_its_abort_path():
     assert aborters, "some program timed out and set the abort word"
 
 
+def test_late_program_starts_after_the_others_and_finds_the_abort_word():
+    """run_late: program 2 starts once the others have given up (a grid that
+    was not co-resident): it completes the first barrier with its own
+    arrival, sees the abort word at the second and leaves."""
+    ring, _ = ring_inputs()
+    sync = torch.zeros(2, dtype=torch.int32)
+    with threaded_grid(seed=5, run_late=(2, )) as grid:
+        bounded_ring_kernel[(PROGRAMS, )](ring, sync, STEPS, PROGRAMS, BLOCK, 50)
+    (launch, ) = grid.launches
+    assert launch.late == (2, ) and all(program.finished for program in launch.programs.values())
+    assert sync.tolist() == [PROGRAMS + 1, 1], "the others' first arrivals, then program 2's two; the abort word"
+    assert launch.programs[2].arrivals() == 2, "program 2 arrived at two barriers"
+    assert all(launch.programs[pid].arrivals() == 1 for pid in (0, 1, 3, 4)), "the others at one"
+    assert not torch.isnan(ring[1, 2]).any(), "program 2 wrote step 1 from the inputs"
+    assert torch.isnan(ring[1, [0, 1, 3, 4]]).all() and torch.isnan(ring[2:]).all(), "the rest is NaN"
+
+
 def test_spin_without_atomics_is_stopped_by_the_wall_clock_bound():
     with pytest.raises(GridStalled, match="without an atomic"):
         with threaded_grid(seed=0, wall_timeout_s=0.5):
@@ -317,11 +334,11 @@ def test_persistent_standin_timeout_poisons_outputs_and_fails_the_next_call():
 
     xg, w_hh, h0, lengths = standin_inputs(33)
     rnn = StandinRNN(16, max_spins=20)
-    with threaded_grid(seed=0, withhold=(1, )) as grid:
+    with threaded_grid(seed=0, run_late=(1, )) as grid:
         y, h_n, sync = rnn.forward(xg, w_hh, h0, lengths)
     (launch, ) = grid.launches
-    assert all(program.finished for program in launch.programs.values()), "programs 0 and 2 left the barrier"
+    assert all(program.finished for program in launch.programs.values()), "every program left"
     assert sync[1].item() == 1 and rnn.error.item() == 1, "abort word and error flag set"
-    assert torch.isnan(y).all() and torch.isnan(h_n).all(), "every output NaN (program 1's units never written)"
+    assert torch.isnan(y).all() and torch.isnan(h_n).all(), "every output NaN, the late program's too"
     with pytest.raises(RuntimeError, match="timed out at its grid barrier"):
         rnn.forward(xg, w_hh, h0, lengths)

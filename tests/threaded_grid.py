@@ -118,6 +118,7 @@ class LaunchTrace:
     grid: tuple  # (nx, ny, nz)
     threaded: bool  # False for a kernel outside `kernels=`: it ran the stock way
     withheld: tuple = ()  # linear program ids that never ran
+    late: tuple = ()  # linear program ids that started only once every other program had finished
     programs: dict = field(default_factory=dict)  # linear program id -> ProgramTrace
     baton_passes: int = 0
 
@@ -125,10 +126,12 @@ class LaunchTrace:
 class ThreadedGrid:
     """The executor's settings and the record of its launches (see `threaded_grid`)."""
 
-    def __init__(self, seed, max_baton_passes=100_000, withhold=(), kernels=None, wall_timeout_s=300.0):
+    def __init__(self, seed, max_baton_passes=100_000, withhold=(), run_late=(), kernels=None,
+                 wall_timeout_s=300.0):
         self.seed = seed
         self.max_baton_passes = max_baton_passes
         self.withhold = tuple(withhold)
+        self.run_late = tuple(run_late)
         self.kernels = None if kernels is None else tuple(kernels)
         self.wall_timeout_s = wall_timeout_s
         self.rng = random.Random(seed)
@@ -153,10 +156,13 @@ class _GridRun:
         self.rng = grid_executor.rng
         nx, ny, nz = grid
         self.index = {x + nx * (y + ny * z): (x, y, z) for z in range(nz) for y in range(ny) for x in range(nx)}
-        self.live = [pid for pid in sorted(self.index) if pid not in grid_executor.withhold]
+        running = [pid for pid in sorted(self.index) if pid not in grid_executor.withhold]
+        self.live = [pid for pid in running if pid not in grid_executor.run_late]
+        self.late = [pid for pid in running if pid in grid_executor.run_late]
         trace.withheld = tuple(pid for pid in sorted(self.index) if pid in grid_executor.withhold)
-        trace.programs = {pid: ProgramTrace(self.index[pid]) for pid in self.live}
-        self.batons = {pid: threading.Semaphore(0) for pid in self.live}
+        trace.late = tuple(self.late)
+        trace.programs = {pid: ProgramTrace(self.index[pid]) for pid in running}
+        self.batons = {pid: threading.Semaphore(0) for pid in running}
         self.holder = None
         self.aborted = False
         self.failure = None
@@ -165,9 +171,10 @@ class _GridRun:
 
     def run(self):
         threads = {pid: threading.Thread(target=self._program, args=(pid,), name=f"triton-program-{pid}", daemon=True)
-                   for pid in self.live}
+                   for pid in self.trace.programs}
         for thread in threads.values():
             thread.start()
+        self._admit_late()
         if self.live:
             self.batons[self.rng.choice(self.live)].release()
             if not self.done.wait(self.executor.wall_timeout_s):
@@ -185,7 +192,7 @@ class _GridRun:
     def _describe(self, what):
         trace = self.trace
         return (f"threaded_grid(seed={self.executor.seed}): {trace.kernel}[grid={trace.grid}] did not finish: {what}; "
-                f"live programs {self.live}, withheld {list(trace.withheld)}, finished "
+                f"live programs {self.live}, withheld {list(trace.withheld)}, late {list(trace.late)}, finished "
                 f"{[pid for pid, p in trace.programs.items() if p.finished]}, {trace.baton_passes} baton passes")
 
     def _program(self, pid):
@@ -201,10 +208,17 @@ class _GridRun:
             return
         self.trace.programs[pid].finished = True
         self.live.remove(pid)
+        self._admit_late()
         if self.live:
             self.batons[self.rng.choice(self.live)].release()
         else:
             self.done.set()
+
+    def _admit_late(self):
+        """Once no other program is left, the late ones become live (as a
+        program that was not resident starts when the others have exited)."""
+        if not self.live and self.late:
+            self.live, self.late = self.late, []
 
     def _take(self, pid):
         self.batons[pid].acquire()
@@ -373,7 +387,7 @@ def _wrapped_atomics(grid_executor, builder):
 
 
 @contextlib.contextmanager
-def threaded_grid(seed, max_baton_passes=100_000, withhold=(), kernels=None, wall_timeout_s=300.0):
+def threaded_grid(seed, max_baton_passes=100_000, withhold=(), run_late=(), kernels=None, wall_timeout_s=300.0):
     """Within the block, interpreted Triton launches run one thread per program
     under a baton passed at every atomic (see the module docstring).
 
@@ -383,6 +397,8 @@ def threaded_grid(seed, max_baton_passes=100_000, withhold=(), kernels=None, wal
         than the kernel's own spin bound when a test wants that bound to fire.
     withhold: linear program ids (x + nx*(y + ny*z)) that never run, as if
         never scheduled: the rest of the grid must cope.
+    run_late: linear program ids that start only once every other program
+        has finished: a grid that was not co-resident, as a GPU runs it.
     kernels: names of the @triton.jit functions to run threaded; others run
         the stock way (one program after another). None: every launch.
     wall_timeout_s: a program holding the baton this long without an atomic
@@ -396,7 +412,7 @@ def threaded_grid(seed, max_baton_passes=100_000, withhold=(), kernels=None, wal
     if reason is not None:
         raise RuntimeError(reason)
     interpreter = _interpreter()
-    executor = ThreadedGrid(seed, max_baton_passes, withhold, kernels, wall_timeout_s)
+    executor = ThreadedGrid(seed, max_baton_passes, withhold, run_late, kernels, wall_timeout_s)
     builder = interpreter.interpreter_builder
     grid_class = interpreter.GridExecutor
     stock_call = grid_class.__call__
