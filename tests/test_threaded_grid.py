@@ -146,6 +146,7 @@ def test_ring_exchange_with_a_correct_barrier(seed):
     assert counter.item() == STEPS * PROGRAMS, "barrier counter: one arrival per program per step"
     (launch, ) = grid.launches
     assert sorted(launch.programs) == list(range(PROGRAMS))
+    assert launch.arguments["p_counter"].data_ptr() == counter.data_ptr(), "arguments: the caller's tensors' memory"
     counter_address = counter.data_ptr()
     for pid, program in launch.programs.items():
         assert program.finished, f"program {pid} did not finish"

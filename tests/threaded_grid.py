@@ -121,6 +121,8 @@ class LaunchTrace:
     late: tuple = ()  # linear program ids that started only once every other program had finished
     programs: dict = field(default_factory=dict)  # linear program id -> ProgramTrace
     baton_passes: int = 0
+    # the kernel's arguments by parameter name, as the programs saw them (tensors share the caller's memory)
+    arguments: dict = field(default_factory=dict)
 
 
 class ThreadedGrid:
@@ -293,13 +295,13 @@ def _threaded_call(grid_executor, stock_call):
             hook(*args_hst, **kwargs_hst)
         patch_scope = interpreter._patch_lang(self.fn)
         try:
-            args = inspect.getcallargs(self.fn, *args_hst, **kwargs_hst)
+            arguments = inspect.getcallargs(self.fn, *args_hst, **kwargs_hst)
             args = {name: arg if name in self.constexprs else interpreter._implicit_cvt(arg)
-                    for name, arg in args.items()}
+                    for name, arg in arguments.items()}
             grid = self.grid(args) if callable(self.grid) else self.grid
             grid = tuple(int(g) for g in grid) + (1, ) * (3 - len(grid))
             interpreter.interpreter_builder.set_grid_dim(*grid)
-            trace = LaunchTrace(self.fn.__name__, grid, threaded=True)
+            trace = LaunchTrace(self.fn.__name__, grid, threaded=True, arguments=arguments)
             grid_executor.launches.append(trace)
             run = _GridRun(grid_executor, self.fn, args, grid, trace)
             grid_executor.active = run
