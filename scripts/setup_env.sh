@@ -7,6 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.13.0
+# Installed only where triton is missing (a GPU machine keeps its own). Pinned:
+# tests/threaded_grid.py leans on this version's interpreter internals, and an
+# unpinned install would move CI to an interpreter whose internals differ.
+TRITON_VERSION=3.9.0
 PYTHON=${PYTHON:-python3}
 VENV=.venv
 
@@ -38,7 +42,9 @@ missing=()
 # triton: the triton backend (under TRITON_INTERPRET=1 on a CPU machine);
 # matplotlib: the plots of the benchmark suite and of the char-LM job.
 for module in pytest hypothesis triton matplotlib; do
-    "$PY" -c "import $module" 2>/dev/null || missing+=("$module")
+    requirement=$module
+    [ "$module" = triton ] && requirement="triton==$TRITON_VERSION"
+    "$PY" -c "import $module" 2>/dev/null || missing+=("$requirement")
 done
 command -v ninja >/dev/null 2>&1 || "$PY" -c "import ninja" 2>/dev/null || missing+=(ninja)
 if [ ${#missing[@]} -gt 0 ]; then
