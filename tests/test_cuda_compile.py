@@ -57,11 +57,17 @@ TORCH_INCLUDES = torch.utils.cpp_extension.include_paths()
 MISSING_TORCH_CUDA_HEADER = "c10/cuda/impl/cuda_cmake_macros.h"
 
 # As torch.utils.cpp_extension compiles .cu files (COMMON_NVCC_FLAGS, C++20).
-NVCC_FLAGS = ["-std=c++20", "-O3", "--Werror", "all-warnings", "-Xcompiler", "-Wall",
-              "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
-              "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
-              "--expt-relaxed-constexpr", "-Xptxas", "-v",
-              "-gencode", "arch=compute_80,code=sm_80", "-gencode", "arch=compute_90,code=sm_90"]
+NVCC_COMMON_FLAGS = ["-std=c++20", "-O3", "--Werror", "all-warnings", "-Xcompiler", "-Wall",
+                     "-D__CUDA_NO_HALF_OPERATORS__", "-D__CUDA_NO_HALF_CONVERSIONS__",
+                     "-D__CUDA_NO_BFLOAT16_CONVERSIONS__", "-D__CUDA_NO_HALF2_OPERATORS__",
+                     "--expt-relaxed-constexpr"]
+NVCC_FLAGS = NVCC_COMMON_FLAGS + ["-Xptxas", "-v", "-gencode", "arch=compute_80,code=sm_80",
+                                  "-gencode", "arch=compute_90,code=sm_90"]
+# setup.py builds for sm_80, sm_90 and the visible GPU's architecture, which
+# may be older (a T4 or an RTX 20xx is sm_75, the oldest nvcc 13 targets):
+# every file must assemble there too, its sm_80-only instructions (mma.sync,
+# cvt to tf32) compiled out. The plan refuses those engines below sm_80.
+OLDEST_ARCH = "75"
 
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed")
 
@@ -95,6 +101,10 @@ def compile_results(tmp_path_factory):
     commands = {name: [NVCC, *NVCC_FLAGS, "-I", CSRC, "-keep", "-keep-dir", str(keep[name]), "-c",
                        os.path.join(CSRC, "cuda", name), "-o", str(tmp / f"{name}.o")]
                 for name in CU_FILES}
+    commands.update({f"{name}@sm_{OLDEST_ARCH}": [
+        NVCC, *NVCC_COMMON_FLAGS, "-gencode", f"arch=compute_{OLDEST_ARCH},code=sm_{OLDEST_ARCH}",
+        "-I", CSRC, "-c", os.path.join(CSRC, "cuda", name), "-o", str(tmp / f"{name}.sm_{OLDEST_ARCH}.o")]
+        for name in CU_FILES})
     if shutil.which("g++") and CUDA_INCLUDE is not None:
         unit = tmp / "all_glue.cpp"
         unit.write_text("".join(f'#include "cuda/{name}"\n' for name in GLUE_FILES))
@@ -115,6 +125,13 @@ def test_every_cuda_source_is_checked():
 def test_kernel_compiles_for_sm80_and_sm90(name, compile_results):
     code, output = compile_results[name][:2]
     assert code == 0, f"nvcc failed on csrc/cuda/{name}:\n{output}"
+
+
+@needs_nvcc
+@pytest.mark.parametrize("name", CU_FILES)
+def test_kernel_assembles_for_the_oldest_arch(name, compile_results):
+    code, output = compile_results[f"{name}@sm_{OLDEST_ARCH}"][:2]
+    assert code == 0, f"nvcc failed on csrc/cuda/{name} for sm_{OLDEST_ARCH}:\n{output}"
 
 
 # ptxas -v, per kernel and arch: "Compiling entry function 'NAME' for 'sm_90'", then

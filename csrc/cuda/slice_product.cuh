@@ -49,10 +49,17 @@ struct EngineTraits<Engine::kMmaTf32> {
   using acc_t = float;
   using Shape = mma::Mma16x8x8Tf32;
   // fp32 rounded to tf32 (round to nearest, ties away), as cuBLAS' TF32 mode feeds it.
+  // cvt to .tf32 needs sm_80, like the mma that consumes it; below sm_80 (a
+  // build for an older GPU, where the plan refuses this engine) it must
+  // still assemble.
   __device__ __forceinline__ static bits_t bits(storage_t v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     uint32_t out;
     asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(out) : "f"(v));
     return out;
+#else
+    return __float_as_uint(v);
+#endif
   }
 };
 template <>
@@ -93,7 +100,7 @@ __device__ __forceinline__ void mma_tile(float d[4], const uint32_t a[4], const 
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
   }
 #else
-  // Tensor-core engines are never planned below sm_80 (persistent_glue.cpp).
+  // Tensor-core engines are never planned below sm_80 (persistent_common.cuh).
   (void)d, (void)a, (void)b;
 #endif
 }
