@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "mma_fragments.h"
+#include "ptx_mma_tables.h"
 
 using rnnkernels::cuda::mma::Coord;
 using rnnkernels::cuda::mma::Mma16x8x16;
@@ -31,21 +32,12 @@ namespace {
 // ---------------------------------------------------------------- element bits
 // 16-bit elements are bfloat16 patterns (the upper half of a float32), exact
 // for small integers; tf32 elements are float32 patterns.
-float bf16_value(uint16_t bits) {
-  const uint32_t word = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &word, 4);
-  return f;
-}
+using ptx_tables::bf16_value;
+using ptx_tables::f32_value;
 uint16_t bf16_bits(float f) {
   uint32_t word;
   std::memcpy(&word, &f, 4);
   return static_cast<uint16_t>(word >> 16);
-}
-float f32_value(uint32_t bits) {
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
 }
 uint32_t f32_bits(float f) {
   uint32_t word;
@@ -61,93 +53,19 @@ struct WarpRegisters {
   float c[32][4];
 };
 
-// mma.m16n8k16 .f16/.bf16: "Elements (low to high)" a0..a7 in four .f16x2
-// registers, b0..b3 in two, c0..c3 fp32.
-void emulate_m16n8k16(WarpRegisters& w) {
-  float A[16][16] = {}, B[16][8] = {}, C[16][8] = {};
+// D = A B + C through the ISA's tables (ptx_mma_tables.h).
+void emulate_mma(bool tf32, WarpRegisters& w) {
+  float A[16][16] = {}, B[16][8] = {};
+  ptx_tables::gather(tf32, w.a, w.b, bf16_value, A, B);
   for (int lane = 0; lane < 32; ++lane) {
-    const int groupID = lane >> 2, threadID_in_group = lane % 4;
-    for (int i = 0; i < 8; ++i) {
-      const uint16_t bits = static_cast<uint16_t>((i % 2 == 0) ? (w.a[lane][i / 2] & 0xffffu)
-                                                               : (w.a[lane][i / 2] >> 16));
-      int row, col;
-      if ((0 <= i && i < 2) || (4 <= i && i < 6)) {
-        row = groupID;
-      } else {
-        row = groupID + 8;
-      }
-      if (i < 4) {
-        col = (threadID_in_group * 2) + (i & 0x1);
-      } else {
-        col = (threadID_in_group * 2) + (i & 0x1) + 8;
-      }
-      A[row][col] = bf16_value(bits);
-    }
-    for (int i = 0; i < 4; ++i) {
-      const uint16_t bits = static_cast<uint16_t>((i % 2 == 0) ? (w.b[lane][i / 2] & 0xffffu)
-                                                               : (w.b[lane][i / 2] >> 16));
-      int row;
-      if (i < 2) {
-        row = (threadID_in_group * 2) + (i & 0x1);
-      } else {
-        row = (threadID_in_group * 2) + (i & 0x1) + 8;
-      }
-      const int col = groupID;
-      B[row][col] = bf16_value(bits);
-    }
-    for (int i = 0; i < 4; ++i) {
-      const int row = (i < 2) ? groupID : groupID + 8;
-      const int col = (threadID_in_group * 2) + (i & 0x1);
-      C[row][col] = w.c[lane][i];
-    }
-  }
-  for (int lane = 0; lane < 32; ++lane) {
-    const int groupID = lane >> 2, threadID_in_group = lane % 4;
-    for (int i = 0; i < 4; ++i) {
-      const int row = (i < 2) ? groupID : groupID + 8;
-      const int col = (threadID_in_group * 2) + (i & 0x1);
-      float d = C[row][col];
-      for (int k = 0; k < 16; ++k) d += A[row][k] * B[k][col];
-      w.c[lane][i] = d;
-    }
+    float d[4];
+    ptx_tables::lane_result(A, B, tf32 ? 8 : 16, lane, w.c[lane], d);
+    std::memcpy(w.c[lane], d, sizeof d);
   }
 }
 
-// mma.m16n8k8 .tf32: a0..a3 and b0..b1 one per .b32 register, c0..c3 fp32.
-void emulate_m16n8k8_tf32(WarpRegisters& w) {
-  float A[16][8] = {}, B[8][8] = {}, C[16][8] = {};
-  for (int lane = 0; lane < 32; ++lane) {
-    const int groupID = lane >> 2, threadID_in_group = lane % 4;
-    for (int i = 0; i < 4; ++i) {
-      const int row = (i == 0 || i == 2) ? groupID : groupID + 8;
-      const int col = (i == 0 || i == 1) ? threadID_in_group : threadID_in_group + 4;
-      A[row][col] = f32_value(w.a[lane][i]);
-    }
-    for (int i = 0; i < 2; ++i) {
-      const int row = (i == 0) ? threadID_in_group : threadID_in_group + 4;
-      const int col = groupID;
-      B[row][col] = f32_value(w.b[lane][i]);
-    }
-    for (int i = 0; i < 4; ++i) {
-      const int row = (i < 2) ? groupID : groupID + 8;
-      const int col = (threadID_in_group * 2) + (i & 0x1);
-      C[row][col] = w.c[lane][i];
-    }
-  }
-  for (int lane = 0; lane < 32; ++lane) {
-    const int groupID = lane >> 2, threadID_in_group = lane % 4;
-    for (int i = 0; i < 4; ++i) {
-      const int row = (i < 2) ? groupID : groupID + 8;
-      const int col = (threadID_in_group * 2) + (i & 0x1);
-      float d = C[row][col];
-      for (int k = 0; k < 8; ++k) d += A[row][k] * B[k][col];
-      w.c[lane][i] = d;
-    }
-  }
-}
-
-void emulate(Mma16x8x16, WarpRegisters& w) { emulate_m16n8k16(w); }
-void emulate(Mma16x8x8Tf32, WarpRegisters& w) { emulate_m16n8k8_tf32(w); }
+void emulate(Mma16x8x16, WarpRegisters& w) { emulate_mma(false, w); }
+void emulate(Mma16x8x8Tf32, WarpRegisters& w) { emulate_mma(true, w); }
 
 // ------------------------------------------------------ planted wrong maps
 // Each keeps the production layout but gets one map wrong in a way a

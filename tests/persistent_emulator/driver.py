@@ -33,7 +33,8 @@ def build(out_dir, extra_patches=()):
     src = patch_sources.patch_into(os.path.join(out_dir, "src"), extra_patches)
     binary = os.path.join(out_dir, "persistent_emulator")
     cmd = ["g++", "-std=c++20", "-O1", "-pthread", "-Wall", "-Wno-unknown-pragmas",
-           "-I", os.path.join(HERE, "shim"), "-I", src, "-I", os.path.join(src, "cuda"),
+           "-I", os.path.join(HERE, "shim"), "-I", os.path.dirname(HERE),  # ptx_mma_tables.h
+           "-I", src, "-I", os.path.join(src, "cuda"),
            os.path.join(HERE, "emulator.cpp"), "-o", binary]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     if result.returncode != 0:

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "cuda_runtime.h"
+#include "ptx_mma_tables.h"
 
 thread_local uint3 threadIdx;
 uint3 blockIdx;
@@ -120,65 +121,30 @@ float half_value(uint16_t bits) {
   std::memcpy(&h, &bits, 2);
   return static_cast<float>(h);
 }
-float bf16_value(uint16_t bits) {
-  const uint32_t u = static_cast<uint32_t>(bits) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-float f32_value(uint32_t bits) {
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
 
 // D = A B + C of one warp, the operands gathered from all 32 lanes through
-// the fragment tables of the PTX ISA ("Matrix Fragments for mma.m16n8k16 with
-// floating point type", "... mma.m16n8k8" for .tf32), independent of
+// the PTX ISA's fragment tables (tests/ptx_mma_tables.h), independent of
 // csrc/cuda/mma_fragments.h.
 void warp_mma(int engine, int lane, float out[4]) {
   const Warp& w = g_warps[t_warp];
-  float A[16][16] = {}, B[16][8] = {};
   const bool tf32 = engine == static_cast<int>(Engine::kMmaTf32);
-  const int K = tf32 ? 8 : 16;
-  for (int l = 0; l < 32; ++l) {
-    const int group = l >> 2, quad = l & 3;
-    if (tf32) {
+  if (tf32) {
+    for (int l = 0; l < 32; ++l) {
       for (int i = 0; i < 4; ++i) {
         if (w.a[l][i] & 0x1fffu) fail("a tf32 A operand with nonzero low mantissa bits (cvt.rna missing)");
-        const int row = (i == 0 || i == 2) ? group : group + 8;
-        const int col = (i == 0 || i == 1) ? quad : quad + 4;
-        A[row][col] = f32_value(w.a[l][i]);
       }
       for (int i = 0; i < 2; ++i) {
         if (w.b[l][i] & 0x1fffu) fail("a tf32 B operand with nonzero low mantissa bits (cvt.rna missing)");
-        B[i == 0 ? quad : quad + 4][group] = f32_value(w.b[l][i]);
-      }
-    } else {
-      auto value = [&](uint16_t bits) {
-        return engine == static_cast<int>(Engine::kMmaF16) ? half_value(bits) : bf16_value(bits);
-      };
-      for (int i = 0; i < 8; ++i) {
-        const uint16_t bits = static_cast<uint16_t>(i % 2 == 0 ? w.a[l][i / 2] & 0xffffu : w.a[l][i / 2] >> 16);
-        const int row = (i < 2 || (4 <= i && i < 6)) ? group : group + 8;
-        const int col = quad * 2 + (i & 1) + (i < 4 ? 0 : 8);
-        A[row][col] = value(bits);
-      }
-      for (int i = 0; i < 4; ++i) {
-        const uint16_t bits = static_cast<uint16_t>(i % 2 == 0 ? w.b[l][i / 2] & 0xffffu : w.b[l][i / 2] >> 16);
-        const int row = quad * 2 + (i & 1) + (i < 2 ? 0 : 8);
-        B[row][group] = value(bits);
       }
     }
   }
-  const int group = lane >> 2, quad = lane & 3;
-  for (int i = 0; i < 4; ++i) {
-    const int row = i < 2 ? group : group + 8;
-    const int col = quad * 2 + (i & 1);
-    float sum = w.c[lane][i];
-    for (int k = 0; k < K; ++k) sum += A[row][k] * B[k][col];
-    out[i] = sum;
+  float A[16][16] = {}, B[16][8] = {};
+  if (engine == static_cast<int>(Engine::kMmaF16)) {
+    ptx_tables::gather(tf32, w.a, w.b, half_value, A, B);
+  } else {
+    ptx_tables::gather(tf32, w.a, w.b, ptx_tables::bf16_value, A, B);
   }
+  ptx_tables::lane_result(A, B, tf32 ? 8 : 16, lane, w.c[lane], out);
 }
 
 // ------------------------------------------------------------ global memory
