@@ -65,6 +65,12 @@ def _rank(rank, cell, rendezvous, out_dir):
         _train(model, _batches(), slice(rank * share, (rank + 1) * share))
         torch.save({"state": model.module.state_dict(), "backend": model.module.rnn.last_backend},
                    f"{out_dir}/rank{rank}.pt")
+        # DDP's reducer goes first, while the group is still registered. Freed
+        # after destroy_process_group, it drops the group's last reference and
+        # destroys it with the GIL held, while gloo's worker thread, freeing its
+        # last work item, waits for the GIL: a torch deadlock that hung about
+        # half the runs here, with torch.nn's LSTM as with ours.
+        del model
     finally:
         dist.destroy_process_group()
 
